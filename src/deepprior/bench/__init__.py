@@ -1,0 +1,1 @@
+"""Benchmark protocols that reproduce the papers' tables (see ``protocols``)."""

@@ -1,0 +1,1 @@
+"""Networks: the denoising autoencoder (``dae``) and the DIP hourglass family (``hourglass``)."""
