@@ -1,14 +1,319 @@
-"""The ``deepprior`` command line. Noise levels on the command line are in 8-bit units
-(``--sigma 25`` means σ = 25/255), as in the papers' tables."""
+"""The ``deepprior`` command line.
+
+Noise levels on the command line are in 8-bit units (``--sigma 25`` means σ = 25/255), as in
+the papers' tables; the Python API takes σ in [0, 1] units. Every user error prints one line
+naming the problem and exits with code 2, before any output file is written.
+"""
 from __future__ import annotations
 
 import argparse
+import json
 import sys
+from pathlib import Path
+
+import numpy as np
+
+SIGMA_HELP = "noise standard deviation in 8-bit units (25 means 25/255)"
 
 
 class CLIError(Exception):
     """A user-facing problem: printed as one line, exit code 2."""
 
+
+# --------------------------------------------------------------------------- helpers
+
+def _parse_params(items: list[str] | None) -> dict:
+    """``--param name=value`` pairs; values are parsed as JSON when possible (numbers, true)."""
+    params = {}
+    for item in items or []:
+        if "=" not in item:
+            raise CLIError(f"--param expects name=value, got {item!r}")
+        key, value = item.split("=", 1)
+        try:
+            params[key.replace("-", "_")] = json.loads(value)
+        except json.JSONDecodeError:
+            params[key.replace("-", "_")] = value
+    return params
+
+
+def _sidecar(path: Path) -> Path:
+    return path.with_suffix(".json")
+
+
+def _add_operator_args(p: argparse.ArgumentParser, task_required: bool) -> None:
+    from .operators import TASKS
+
+    p.add_argument("--task", choices=TASKS, required=task_required, help="degradation / restoration task")
+    p.add_argument("--kernel", help="blur kernel file (.npy, .png, .mat, .txt; MATLAB orientation, true convolution)")
+    p.add_argument("--boundary", choices=("circular", "valid", "zero"), default="circular",
+                   help="blur boundary: circular (periodic, DeepRED), valid (observation smaller by "
+                        "kernel−1, DAEP/DMSP code), zero (zero padding)")
+    p.add_argument("--scale", type=int, help="super-resolution factor")
+    p.add_argument("--sr-filter", choices=("bicubic", "lanczos2", "box", "point"), default="bicubic",
+                   help="decimation filter for sr without --kernel (default: MATLAB-compatible bicubic)")
+    p.add_argument("--mask", help="inpainting mask image (white = known pixel)")
+    p.add_argument("--pattern", choices=("RGGB", "BGGR", "GRBG", "GBRG"), default="RGGB", help="Bayer pattern")
+    p.add_argument("--sigma", type=float, help=SIGMA_HELP)
+
+
+def _build_operator(args, image_hw: tuple[int, int]):
+    from .io import read_kernel, read_mask
+    from .operators import make_operator
+
+    kernel = read_kernel(args.kernel) if args.kernel else None
+    mask = read_mask(args.mask, shape=image_hw) if args.mask else None
+    return make_operator(args.task, kernel=kernel, boundary=args.boundary, scale=args.scale,
+                         sr_filter=args.sr_filter, mask=mask, pattern=args.pattern)
+
+
+def _check_sigma_8bit(sigma):
+    if sigma is not None and not (0 <= sigma <= 255):
+        raise CLIError(f"--sigma {sigma:g} is outside [0, 255] ({SIGMA_HELP})")
+    return sigma
+
+
+# --------------------------------------------------------------------------- degrade
+
+def _add_degrade(sub):
+    p = sub.add_parser("degrade", help="simulate a degradation: blur, downsample, mask, mosaic, noise")
+    p.add_argument("clean", help="clean input image")
+    p.add_argument("-o", "--output", required=True, help="degraded image to write (a .json spec is written beside it)")
+    _add_operator_args(p, task_required=True)
+    p.add_argument("--drop", type=float, default=0.5,
+                   help="inpaint without --mask: fraction of pixels removed at random (default 0.5)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--bit-depth", type=int, choices=(8, 16), default=8)
+    p.set_defaults(func=_cmd_degrade)
+
+
+def _cmd_degrade(args) -> int:
+    import torch
+
+    from .io import read_image, to_numpy, to_tensor, write_image, write_json_atomic
+    from .noise import add_gaussian_noise, sigma_to_unit
+
+    sigma = _check_sigma_8bit(args.sigma) or 0.0
+    img = read_image(args.clean)
+    h, w = img.pixels.shape[:2]
+    if args.task == "inpaint" and not args.mask:
+        if not 0 < args.drop < 1:
+            raise CLIError(f"--drop must be in (0, 1), got {args.drop}")
+        rng = np.random.default_rng(args.seed)
+        mask_arr = (rng.random((h, w)) >= args.drop).astype(np.float32)
+        from .operators import Mask
+
+        op = Mask(mask_arr)
+    else:
+        if args.task == "demosaic" and img.pixels.shape[2] != 3:
+            raise CLIError("demosaic needs a colour (RGB) clean image")
+        op = _build_operator(args, (h, w))
+    x = to_tensor(img.pixels)
+    op.validate_input_shape(tuple(x.shape))
+    g = torch.Generator().manual_seed(args.seed)
+    y = add_gaussian_noise(op.forward(x), sigma_to_unit(sigma), generator=g)
+    out = Path(args.output)
+    alpha = img.alpha if tuple(y.shape[-2:]) == (h, w) else None
+    write_image(out, to_numpy(y).clip(0, 1), bit_depth=args.bit_depth, alpha=alpha,
+                overwrite_protect=args.clean)
+    write_json_atomic(_sidecar(out), {"task": op.task, "operator": op.to_dict(), "sigma": sigma,
+                                      "clean_shape": [h, w, int(img.pixels.shape[2])], "seed": args.seed,
+                                      "source": str(args.clean)})
+    print(f"wrote {out} ({op.task}, σ={sigma:g}) and {_sidecar(out)}")
+    return 0
+
+
+# --------------------------------------------------------------------------- restore
+
+def _add_restore(sub):
+    p = sub.add_parser("restore", help="restore a degraded image")
+    p.add_argument("degraded", help="degraded image")
+    p.add_argument("-o", "--output", required=True, help="restored image to write")
+    p.add_argument("--method", "-m", help="restoration method (see `deepprior methods`; default: best available)")
+    p.add_argument("--spec", help="operator spec written by `deepprior degrade` (default: DEGRADED.json if present)")
+    _add_operator_args(p, task_required=False)
+    p.add_argument("--iters", type=int, help="iterations (default: the method's paper default)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--precision", choices=("auto", "fp32", "bf16"), default="auto",
+                   help="network precision: auto = bf16 where the CPU/GPU has bf16 units")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, ...")
+    p.add_argument("--reference", help="clean image: print PSNR/SSIM (and PSNR in the progress bar)")
+    p.add_argument("--param", action="append", metavar="NAME=VALUE", help="method-specific parameter (repeatable)")
+    p.add_argument("--bit-depth", type=int, choices=(8, 16), default=8)
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=_cmd_restore)
+
+
+def _load_spec(args, degraded: Path):
+    """Operator and σ (8-bit) from --spec, the sidecar, or the --task arguments."""
+    from .operators import operator_from_dict
+
+    spec_path = Path(args.spec) if args.spec else None
+    if spec_path is None and not args.task and _sidecar(degraded).exists():
+        spec_path = _sidecar(degraded)
+    if spec_path is not None:
+        if not spec_path.exists():
+            raise CLIError(f"spec file not found: {spec_path}")
+        try:
+            spec = json.loads(spec_path.read_text())
+            op = operator_from_dict(spec["operator"])
+        except (json.JSONDecodeError, KeyError, TypeError) as exc:
+            raise CLIError(f"{spec_path} is not a deepprior spec ({exc})") from None
+        sigma = args.sigma if args.sigma is not None else spec.get("sigma")
+        return op, sigma
+    return None, args.sigma
+
+
+def _cmd_restore(args) -> int:
+    import torch
+
+    from .io import read_image, to_numpy, to_tensor, write_image
+    from .methods import best_method, get_method
+    from .metrics import psnr, ssim
+
+    degraded = Path(args.degraded)
+    img = read_image(degraded)
+    op, sigma8 = _load_spec(args, degraded)
+    if op is None:
+        if not args.task:
+            raise CLIError(f"no spec: pass --task (or --spec, or keep {_sidecar(degraded).name} beside the image)")
+        op = _build_operator(args, img.pixels.shape[:2])
+    _check_sigma_8bit(sigma8)
+    y = to_tensor(img.pixels)
+    if op.task == "demosaic" and y.shape[1] == 3:
+        y = y[:, :1]  # a CFA image saved as RGB carries the same value in every channel
+    try:
+        x_shape = op.input_shape(tuple(y.shape))
+        op.validate_input_shape(x_shape)
+    except ValueError as exc:
+        raise CLIError(str(exc)) from None
+    name = args.method or best_method(op.task)
+    info = get_method(name)
+    if op.task not in info.tasks:
+        from .methods import METHODS
+
+        able = sorted(n for n, m in METHODS.items() if op.task in m.tasks)
+        raise CLIError(f"method {name!r} does not support task {op.task!r}; use one of: {', '.join(able)}")
+    reference = None
+    if args.reference:
+        ref_img = read_image(args.reference)
+        reference = to_tensor(ref_img.pixels)
+        if tuple(reference.shape[-2:]) != tuple(x_shape[-2:]) or reference.shape[1] != x_shape[1]:
+            raise CLIError(f"reference is {tuple(reference.shape[1:])} (C,H,W) but the restored image "
+                           f"will be {tuple(x_shape[1:])}")
+    out = Path(args.output)
+    if out.resolve() == degraded.resolve():
+        raise CLIError(f"refusing to overwrite the input {degraded}")
+    params = _parse_params(args.param)
+    sigma = None if sigma8 is None else sigma8 / 255
+    result = info.run(y, op, sigma=sigma, iters=args.iters, reference=reference, seed=args.seed,
+                      device=args.device, precision=args.precision, progress=not args.quiet, **params)
+    x = result.image.detach().cpu().clamp(0, 1)
+    alpha = img.alpha
+    if alpha is not None and alpha.shape != tuple(x.shape[-2:]):
+        alpha = torch.nn.functional.interpolate(torch.from_numpy(alpha)[None, None], size=x.shape[-2:],
+                                                mode="bilinear", align_corners=False)[0, 0].numpy()
+    write_image(out, to_numpy(x), bit_depth=args.bit_depth, alpha=alpha, overwrite_protect=degraded)
+    if "kernel" in result.extras:
+        from .io import write_json_atomic
+
+        k = np.asarray(result.extras["kernel"], dtype=np.float32)
+        np.save(out.with_name(out.stem + "_kernel.npy"), k)
+        write_image(out.with_name(out.stem + "_kernel.png"), k / max(k.max(), 1e-12))
+        write_json_atomic(out.with_name(out.stem + "_kernel.json"), {"note": "estimated kernel, MATLAB orientation"})
+    status = " (interrupted: saved the current estimate)" if result.interrupted else ""
+    line = f"{name}: wrote {out} after {result.iters} iterations in {result.seconds:.1f} s{status}"
+    if reference is not None:
+        line += f"; PSNR {psnr(x, reference):.2f} dB, SSIM {ssim(x, reference):.4f}"
+    print(line)
+    return 0
+
+
+# --------------------------------------------------------------------------- methods, demo
+
+def _add_methods(sub):
+    p = sub.add_parser("methods", help="list restoration methods and the tasks each supports")
+    p.set_defaults(func=_cmd_methods)
+
+
+def _cmd_methods(args) -> int:
+    from .methods import load_all
+    from .operators import TASKS
+
+    methods = load_all()
+    width = max(len(n) for n in methods)
+    print(f"{'method':<{width}}  " + " ".join(f"{t:<8}" for t in TASKS) + "  description")
+    for name in sorted(methods):
+        m = methods[name]
+        marks = " ".join(f"{'yes' if t in m.tasks else '-':<8}" for t in TASKS)
+        print(f"{name:<{width}}  {marks}  {m.description}")
+    return 0
+
+
+def _add_demo(sub):
+    p = sub.add_parser("demo", help="degrade and restore a built-in image (scikit-image's astronaut)")
+    p.add_argument("--out", default="deepprior-demo", help="output folder (default ./deepprior-demo)")
+    p.add_argument("--task", default="denoise", choices=("denoise", "deblur", "sr", "inpaint", "demosaic"))
+    p.add_argument("--method", help="default: the best available method for the task")
+    p.add_argument("--size", type=int, default=256, help="crop size of the demo image")
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(func=_cmd_demo)
+
+
+def _cmd_demo(args) -> int:
+    from .demo import run_demo
+
+    run_demo(Path(args.out), task=args.task, method=args.method, size=args.size, progress=not args.quiet)
+    return 0
+
+
+# --------------------------------------------------------------------------- bench
+
+def _add_bench(sub):
+    p = sub.add_parser("bench", help="run a benchmark protocol that reproduces a paper table")
+    p.add_argument("protocol", nargs="?", help="protocol name (see --list)")
+    p.add_argument("--list", action="store_true", help="list protocols")
+    p.add_argument("--method", "-m")
+    p.add_argument("--data-root", help="folder holding the test sets (default ../shared/data, or $DEEPPRIOR_DATA)")
+    p.add_argument("--images", help="folder of clean images to use instead of the protocol's test set")
+    p.add_argument("--limit", type=int, help="only the first N images")
+    p.add_argument("--iters", type=int)
+    p.add_argument("--precision", choices=("auto", "fp32", "bf16"), default="auto")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--param", action="append", metavar="NAME=VALUE", help="method parameter (repeatable)")
+    p.add_argument("--json", help="write the results JSON here (default benchmarks/results/PROTOCOL_METHOD.json)")
+    p.add_argument("--report", help="write a Markdown report (with side-by-side crops) here")
+    p.set_defaults(func=_cmd_bench)
+
+
+def _cmd_bench(args) -> int:
+    from .bench.protocols import list_protocols
+    from .bench.report import write_report
+    from .bench.runner import run_protocol
+    from .io import write_json_atomic
+
+    if args.list or not args.protocol:
+        for name, task, desc in list_protocols():
+            print(f"{name:<28} {task:<9} {desc}")
+        return 0
+    image_dir = None
+    if args.report:
+        image_dir = Path(args.report).with_suffix("")
+        image_dir = image_dir.parent / (image_dir.name + "_images")
+    res = run_protocol(args.protocol, method=args.method, data_root=args.data_root, images=args.images,
+                       limit=args.limit, iters=args.iters, device=args.device, precision=args.precision,
+                       method_params=_parse_params(args.param), save_images=image_dir)
+    out = Path(args.json or f"benchmarks/results/{args.protocol}_{res['method']}.json")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    write_json_atomic(out, res)
+    if args.report:
+        write_report(res, args.report, image_dir=image_dir)
+    s = res["summary"]
+    print(f"{args.protocol} / {res['method']}: mean PSNR {s['mean_psnr']:.2f} dB, SSIM {s['mean_ssim']:.4f}, "
+          f"{s['mean_seconds']:.2f} s/image over {s['n']} cases → {out}")
+    return 0
+
+
+# --------------------------------------------------------------------------- train-dae
 
 def _add_train_dae(sub):
     p = sub.add_parser("train-dae", help="train a denoising autoencoder (the DAEP/DMSP prior)")
@@ -32,6 +337,7 @@ def _add_train_dae(sub):
     p.add_argument("--device", default="auto")
     p.add_argument("--out", required=True, help="output weights (.safetensors); a .json model card is written beside it")
     p.add_argument("--resume", help="checkpoint (.ckpt) to continue from")
+    p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=_cmd_train_dae)
 
 
@@ -44,15 +350,21 @@ def _cmd_train_dae(args) -> int:
                       batch=args.batch, patch=args.patch, lr=args.lr, val_every=args.val_every,
                       ckpt_every=args.val_every, seed=args.seed, precision=args.precision,
                       device=args.device)
-    train_dae(cfg, args.out, resume=args.resume)
+    train_dae(cfg, args.out, resume=args.resume, progress=not args.quiet)
     print(f"wrote {args.out}")
     return 0
 
 
+# --------------------------------------------------------------------------- main
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="deepprior", description=__doc__)
+    from . import __version__
+
+    parser = argparse.ArgumentParser(prog="deepprior", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--version", action="version", version=f"deepprior {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
-    _add_train_dae(sub)
+    for add in (_add_demo, _add_degrade, _add_restore, _add_methods, _add_bench, _add_train_dae):
+        add(sub)
     return parser
 
 
@@ -62,7 +374,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return int(args.func(args) or 0)
     except (CLIError, ValueError, FileNotFoundError, OSError) as exc:
-        print(f"deepprior {args.command}: error: {exc}", file=sys.stderr)
+        msg = " ".join(str(exc).split()) or type(exc).__name__
+        print(f"deepprior {args.command}: error: {msg}", file=sys.stderr)
         return 2
 
 

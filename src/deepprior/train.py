@@ -126,11 +126,13 @@ def _lr_at(cfg: TrainConfig, step: int) -> float:
 
 
 def train_dae(cfg: TrainConfig, out: str | Path, *, resume: str | Path | None = None,
-              checkpoint: str | Path | None = None, progress: bool = True, log=print) -> DAE:
+              checkpoint: str | Path | None = None, stop_at: int | None = None, progress: bool = True,
+              log=print) -> DAE:
     """Train a DAE per ``cfg``; writes ``out`` (.safetensors + .json card) at the end.
 
     ``checkpoint`` (default ``out`` with suffix ``.ckpt``) is written every ``ckpt_every`` steps;
-    ``resume`` loads one and continues with identical RNG streams.
+    ``resume`` loads one and continues with identical RNG streams. ``stop_at`` ends this
+    invocation at that step (checkpoint written, no weights) — e.g. to fit a time slot.
     """
     out = Path(out)
     checkpoint = Path(checkpoint) if checkpoint else out.with_suffix(".ckpt")
@@ -186,7 +188,8 @@ def train_dae(cfg: TrainConfig, out: str | Path, *, resume: str | Path | None = 
     sigma_floor = 2 / 255
     t_last = time.perf_counter()
     dae.train()
-    while step < cfg.steps:
+    end = min(cfg.steps, stop_at) if stop_at else cfg.steps
+    while step < end:
         for group in opt.param_groups:
             group["lr"] = _lr_at(cfg, step)
         clean, noisy, sigma = sample_batch(train_images, cfg.batch, cfg.patch, cfg.sigma_range, g)
@@ -215,11 +218,14 @@ def train_dae(cfg: TrainConfig, out: str | Path, *, resume: str | Path | None = 
             log(f"step {step}: loss {loss.item():.4e}, val PSNR " +
                 ", ".join(f"σ={k}: {v:.2f}" for k, v in val.items()) + f" ({seconds / 60:.1f} min)")
             t_last = time.perf_counter()
-        if step % cfg.ckpt_every == 0 or step == cfg.steps:
+        if step % cfg.ckpt_every == 0 or step == end:
             save_checkpoint()
             t_last = time.perf_counter()
     if bar is not None:
         bar.close()
+    if step < cfg.steps:
+        log(f"stopped at step {step} of {cfg.steps}; continue with resume={checkpoint}")
+        return dae.eval()
     dae.eval()
     card = {
         "architecture": dae.config(),

@@ -5,8 +5,17 @@ import importlib
 
 from .base import METHODS, TASKS, MethodInfo, Progress, Result, get_method, register
 
-# Modules imported lazily so that `import deepprior` stays fast; later issues append theirs.
-_METHOD_MODULES = ("classic",)
+# Modules imported lazily so that `import deepprior` stays fast.
+_METHOD_MODULES = ("classic", "denoise")
+
+# Best first; a method is skipped when it is not registered or needs DAE weights we do not ship.
+PREFERENCE = {
+    "denoise": ("dae", "bm3d", "tv"),
+    "deblur": ("dmsp", "daep", "tv"),
+    "sr": ("dmsp", "daep", "bicubic"),
+    "inpaint": ("dip", "tv"),
+    "demosaic": ("dmsp", "bilinear"),
+}
 
 
 def load_all() -> dict[str, MethodInfo]:
@@ -15,4 +24,24 @@ def load_all() -> dict[str, MethodInfo]:
     return METHODS
 
 
-__all__ = ["METHODS", "TASKS", "MethodInfo", "Progress", "Result", "get_method", "load_all", "register"]
+def best_method(task: str, channels: int | None = None) -> str:
+    """The best available method for ``task`` (learned ones only if their DAE weights ship)."""
+    from ..nets.dae import default_weights_path
+
+    load_all()
+    if task not in PREFERENCE:
+        raise ValueError(f"unknown task {task!r}; expected one of {TASKS}")
+    for name in PREFERENCE[task]:
+        info = METHODS.get(name)
+        if info is None:
+            continue
+        if info.kind == "learned":
+            needed = [channels] if channels else [1, 3]
+            if not all(default_weights_path(c).exists() for c in needed):
+                continue
+        return name
+    raise ValueError(f"no method available for task {task!r}")
+
+
+__all__ = ["METHODS", "PREFERENCE", "TASKS", "MethodInfo", "Progress", "Result", "best_method",
+           "get_method", "load_all", "register"]

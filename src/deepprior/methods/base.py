@@ -13,7 +13,7 @@ from typing import Callable
 
 import torch
 
-TASKS = ("denoise", "deblur", "sr", "inpaint", "demosaic")
+from ..operators import TASKS
 
 
 @dataclass

@@ -149,8 +149,9 @@ class DAE(nn.Module):
         self.card: dict = {}
 
     def config(self) -> dict:
-        return {"arch": self.arch, "channels": self.channels, "sigma_range": list(self.sigma_range),
-                **self.arch_kwargs}
+        """JSON-compatible constructor arguments (tuples become lists)."""
+        kw = {k: list(v) if isinstance(v, tuple) else v for k, v in self.arch_kwargs.items()}
+        return {"arch": self.arch, "channels": self.channels, "sigma_range": list(self.sigma_range), **kw}
 
     def _with_sigma(self, x: torch.Tensor, sigma) -> torch.Tensor:
         if not self.conditional:
@@ -158,17 +159,22 @@ class DAE(nn.Module):
         s = torch.as_tensor(sigma, dtype=x.dtype, device=x.device).reshape(-1, 1, 1, 1)
         return torch.cat([x, s.expand(x.shape[0], 1, *x.shape[2:])], dim=1)
 
-    def noise(self, x: torch.Tensor, sigma) -> torch.Tensor:
-        """Predicted noise ``x − A_σ(x)``, reflect-padding to the network's size multiple."""
-        if x.shape[1] != self.channels:
-            raise ValueError(f"this DAE expects {self.channels}-channel images, got {x.shape[1]}")
+    def pad_to_multiple(self, x: torch.Tensor) -> torch.Tensor:
+        """Reflect-pad bottom/right so H and W are multiples of the network's downsampling."""
         m = self.net.multiple
         h, w = x.shape[-2:]
         ph, pw = (-h) % m, (-w) % m
         if ph or pw:
             mode = "reflect" if (ph < h and pw < w) else "replicate"
             x = F.pad(x, (0, pw, 0, ph), mode=mode)
-        return self.net(self._with_sigma(x, sigma))[..., :h, :w]
+        return x
+
+    def noise(self, x: torch.Tensor, sigma) -> torch.Tensor:
+        """Predicted noise ``x − A_σ(x)`` for any H, W."""
+        if x.shape[1] != self.channels:
+            raise ValueError(f"this DAE expects {self.channels}-channel images, got {x.shape[1]}")
+        h, w = x.shape[-2:]
+        return self.net(self._with_sigma(self.pad_to_multiple(x), sigma))[..., :h, :w]
 
     def forward(self, x: torch.Tensor, sigma=None) -> torch.Tensor:
         if sigma is None:
@@ -211,32 +217,33 @@ class FastDAE:
         return self._tiled(x, sigma)
 
     def _tiled(self, x: torch.Tensor, sigma) -> torch.Tensor:
-        """Denoise overlapping tiles; each output pixel is taken from the tile where it is
-        farthest from a tile edge (central crops), so there are no seams."""
-        t, o = self.tile, self.overlap
+        """Denoise overlapping tiles of the padded image and keep each tile's centre, so every
+        output pixel sees ``overlap`` pixels of context on all sides. Tiles start on the network's
+        downsampling grid, so the result matches untiled inference up to the context cut-off."""
+        m = self.dae.net.multiple
+        t = self.tile // m * m
+        o = -(-self.overlap // m) * m
         step = t - 2 * o
         if step <= 0:
             raise ValueError("tile must exceed twice the overlap")
         h, w = x.shape[-2:]
-        out = torch.empty_like(x)
+        xp = self.dae.pad_to_multiple(x)
+        hp, wp = xp.shape[-2:]
+        out = torch.empty_like(xp)
 
         def starts(n: int) -> list[int]:
             if n <= t:
                 return [0]
-            s = list(range(0, n - t, step)) + [n - t]
-            return sorted(set(s))
+            return sorted(set(list(range(0, n - t, step)) + [n - t]))
 
-        for i in starts(h):
-            for j in starts(w):
-                tile = self._run(x[..., i:i + t, j:j + t], sigma)
+        for i in starts(hp):
+            for j in starts(wp):
+                tile = self._run(xp[..., i:i + t, j:j + t], sigma)
                 th, tw = tile.shape[-2:]
-                # keep the central part, except at image borders
-                r0 = 0 if i == 0 else o
-                c0 = 0 if j == 0 else o
-                r1 = th if i + th >= h else th - o
-                c1 = tw if j + tw >= w else tw - o
+                r0, c0 = (0 if i == 0 else o), (0 if j == 0 else o)
+                r1, c1 = (th if i + th >= hp else th - o), (tw if j + tw >= wp else tw - o)
                 out[..., i + r0:i + r1, j + c0:j + c1] = tile[..., r0:r1, c0:c1]
-        return out
+        return out[..., :h, :w]
 
 
 # --- weights: safetensors (no pickle) + JSON model card -------------------------------------

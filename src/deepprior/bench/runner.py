@@ -1,0 +1,297 @@
+"""Run a benchmark protocol with one method and collect the results JSON of DESIGN.md.
+
+``run_protocol`` loads the protocol's images (or a folder given instead), degrades each
+one per case with the case's fixed seed (``protocols.prepare_case``), runs the method,
+scores the estimate with the protocol's PSNR/SSIM convention and returns::
+
+    {"protocol", "method", "settings": {...}, "environment": {...},
+     "results": [{"image", "kernel", "sigma", "scale", "psnr", "ssim", "seconds",
+                  "iters", "seed"}, ...],
+     "summary": {"mean_psnr", "mean_ssim", "mean_seconds", "n", "groups": {...}}}
+
+σ is in 8-bit units in the JSON (as in the papers' tables); ``seconds`` is the wall time
+of the method's ``run`` call alone (degradation and scoring excluded).
+"""
+from __future__ import annotations
+
+import re
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from ..compute import environment, resolve_device, resolve_precision
+from ..io import write_image
+from ..methods import get_method
+from ..metrics import psnr, ssim
+from ..noise import sigma_to_unit
+from . import data as bench_data
+from .protocols import Case, PreparedCase, Protocol, get_protocol, prepare_case, protocol_cases
+
+__all__ = ["run_protocol", "case_id", "summarize"]
+
+GROUP_KEYS = ("kernel", "sigma", "scale")
+
+
+def case_id(image: str, kernel=None, sigma=0.0, scale=None) -> str:
+    """File-name-safe id of one (image, case): ``'im_1_kernel_01_s2.55'``, ``'baby_x2'``."""
+    parts = [image]
+    if kernel is not None:
+        parts.append(str(kernel))
+    if sigma:
+        parts.append(f"s{float(sigma):g}")
+    if scale is not None:
+        parts.append(f"x{int(scale)}")
+    return re.sub(r"[^A-Za-z0-9._-]+", "-", "_".join(parts))
+
+
+def _group_label(key: str, value) -> str:
+    return f"{key}={float(value):g}" if key == "sigma" else f"{key}={value}"
+
+
+def _means(rows: list[dict]) -> dict:
+    return {"mean_psnr": float(np.mean([r["psnr"] for r in rows])),
+            "mean_ssim": float(np.mean([r["ssim"] for r in rows])),
+            "mean_seconds": float(np.mean([r["seconds"] for r in rows])),
+            "n": len(rows)}
+
+
+def summarize(results: list[dict]) -> dict:
+    """Means over all results, and per value of each case dimension that is used.
+
+    ``groups`` maps ``'sigma=2.55'``, ``'kernel=kernel_01'``, ``'scale=2'`` ... to the means
+    of the results with that value (dimensions that are ``None`` throughout, and σ when
+    every case is noise-free, are left out).
+    """
+    if not results:
+        raise ValueError("no results to summarise")
+    summary = _means(results)
+    groups: dict[str, dict] = {}
+    for key in GROUP_KEYS:
+        values = []
+        for r in results:
+            if r.get(key) is not None and r[key] not in values:
+                values.append(r[key])
+        if key == "sigma" and values == [0.0]:
+            continue  # noise-free throughout: a "sigma=0" group would repeat the total
+        for v in values:
+            groups[_group_label(key, v)] = _means([r for r in results if r.get(key) == v])
+    summary["groups"] = groups
+    return summary
+
+
+def _select_cases(all_cases: list[Case], cases) -> list[Case]:
+    """Apply the ``cases`` filter of :func:`run_protocol`."""
+    if cases is None:
+        return all_cases
+    if callable(cases):
+        chosen = [c for c in all_cases if cases(c)]
+    else:
+        unknown = set(cases) - set(GROUP_KEYS)
+        if unknown:
+            raise ValueError(f"cases filter keys must be among {GROUP_KEYS}, got {sorted(unknown)}")
+        cast = {"kernel": str, "sigma": float, "scale": int}
+
+        def wanted(c: Case) -> bool:
+            for key, allowed in cases.items():
+                allowed = allowed if isinstance(allowed, (list, tuple, set)) else [allowed]
+                value = getattr(c, key)
+                if value is None or cast[key](value) not in {cast[key](a) for a in allowed}:
+                    return False
+            return True
+
+        chosen = [c for c in all_cases if wanted(c)]
+    if not chosen:
+        raise ValueError(f"the cases filter {cases!r} selects none of "
+                         f"{', '.join(c.label() for c in all_cases)}")
+    return chosen
+
+
+def _load_images(protocol: Protocol, folder: Path, limit: int | None) -> list[tuple[str, np.ndarray]]:
+    images = []
+    for path in bench_data.list_images(folder):
+        if protocol.color == "rgb" and protocol.gray_images == "skip":
+            pixels = bench_data.load_image(path, "keep")
+            if pixels.shape[2] == 1:
+                continue
+        else:
+            pixels = bench_data.load_image(path, protocol.color)
+        images.append((path.stem, pixels))
+        if limit is not None and len(images) >= limit:
+            break
+    if not images:
+        raise ValueError(f"no usable images in {folder} for protocol {protocol.name!r}")
+    return images
+
+
+def _observation_for_display(prep: PreparedCase, task: str) -> torch.Tensor:
+    """The observation drawn in image space (same size and channels as ``x``)."""
+    x, y = prep.x, prep.y
+    if y.shape == x.shape:
+        return y
+    if y.shape[1] != x.shape[1]:  # a CFA: each sample in its own colour channel
+        return prep.operator.adjoint(y)
+    if task != "sr":  # e.g. a 'valid' blur: the lost border padded back by replication
+        z = prep.operator.initial_estimate(y)
+        if z.shape == x.shape:
+            return z
+    return F.interpolate(y, size=tuple(x.shape[-2:]), mode="nearest")
+
+
+def run_protocol(name: str, method: str | None = None, data_root=None, images=None,
+                 limit: int | None = None, iters: int | None = None, cases=None,
+                 device: str = "auto", precision: str = "auto", method_params: dict | None = None,
+                 progress: bool = True, save_images=None) -> dict:
+    """Run benchmark protocol ``name`` with one method.
+
+    Parameters
+    ----------
+    name : str
+        A protocol of ``protocols.PROTOCOLS`` (``deepprior bench --list``).
+    method : str, optional
+        Method name (``methods.get_method``); default: the protocol's.
+    data_root : path-like, optional
+        Folder of the test sets; default per ``data.data_root`` (``../shared/data`` or
+        ``$DEEPPRIOR_DATA``). Not needed when ``images`` is given and the protocol uses no
+        kernels.
+    images : path-like, optional
+        A folder of clean images replacing the protocol's test set.
+    limit : int, optional
+        Only the first N usable images (sorted by file name).
+    iters : int, optional
+        Iterations; default: the protocol's when its default method runs, else the
+        method's own (paper) default.
+    cases : dict or callable, optional
+        Case filter: ``{'sigma': 25}``, ``{'scale': [2, 4]}``, ``{'kernel': 'kernel_01'}``
+        (σ in 8-bit units), or ``cases(case) -> bool`` on :class:`protocols.Case`.
+    device, precision : str
+        Passed to the method (resolved first, and recorded in ``environment``).
+    method_params : dict, optional
+        Extra keyword parameters of the method (added to the protocol's defaults for it).
+    progress : bool
+        Print one line per case (and show the method's progress bar on a terminal).
+    save_images : path-like, optional
+        Folder for per-case 8-bit PNGs ``<case_id>_{clean,degraded,restored}.png``
+        (``degraded`` drawn in image space), used by ``report.write_report``.
+
+    Returns
+    -------
+    dict
+        The results JSON of DESIGN.md (see the module docstring).
+
+    Raises
+    ------
+    ValueError
+        Unknown protocol or method, a method that does not solve the protocol's task, or a
+        filter/limit that selects nothing.
+    FileNotFoundError
+        Missing data root, test set or kernel set.
+    """
+    protocol = get_protocol(name)
+    method = method or protocol.method
+    info = get_method(method)
+    if protocol.task not in info.tasks:
+        raise ValueError(f"method {method!r} does not solve task {protocol.task!r} of protocol "
+                         f"{name!r} (it solves: {', '.join(info.tasks)})")
+    is_default = method == protocol.method
+    if iters is None and is_default:
+        iters = protocol.iters
+    params = dict(protocol.method_params) if is_default else {}
+    params.update(method_params or {})
+
+    needs_root = images is None or protocol.kernels is not None
+    root = bench_data.data_root(data_root) if needs_root else (
+        Path(data_root).resolve() if data_root is not None else None)
+    folder = Path(images).resolve() if images is not None else bench_data.dataset_dir(protocol.dataset, root)
+    kernels = bench_data.load_kernels(protocol.kernels, root) if protocol.kernels else {}
+    selected = _select_cases(protocol_cases(protocol, kernels), cases)
+    clean_images = _load_images(protocol, folder, limit)
+
+    dev = resolve_device(device)
+    prec = resolve_precision(precision, dev)
+    env = environment()
+    # the resolved policy passed to the method (non-network methods run fp32 regardless)
+    env.update(device=str(dev), precision=prec, precision_requested=precision)
+    method_precision = None
+    out_dir = Path(save_images) if save_images is not None else None
+    if out_dir is not None:
+        out_dir.mkdir(parents=True, exist_ok=True)
+
+    settings = {
+        "protocol": protocol.name, "description": protocol.description, "task": protocol.task,
+        "dataset": protocol.dataset, "data_root": None if root is None else str(root),
+        "images": str(folder), "image_names": [n for n, _ in clean_images], "limit": limit,
+        "cases": [{"kernel": c.kernel, "sigma": c.sigma, "scale": c.scale} for c in selected],
+        "case_filter": None if cases is None else ("callable" if callable(cases) else dict(cases)),
+        "method": method, "iters": iters, "method_params": params,
+        "sigma_units": "8-bit (sigma=25 means 25/255)", "noise_known": protocol.noise_known,
+        "color": protocol.color, "gray_images": protocol.gray_images,
+        "kernel_set": protocol.kernels, "boundary": protocol.boundary,
+        "sr_filter": protocol.sr_filter, "missing": protocol.missing, "pattern": protocol.pattern,
+        "quantize_observation": protocol.quantize_observation,
+        "psnr": protocol.psnr_convention(),
+        "seed_rule": "sha256('task|image|kernel=..|sigma=..|scale=..')[:4] little-endian & 0x7fffffff; "
+                     "mask drawn before noise; the method gets the same seed",
+        "device": str(dev), "precision": prec,
+        "save_images": None if out_dir is None else str(out_dir),
+    }
+
+    show_bar = bool(progress) and sys.stderr.isatty()
+    total = len(clean_images) * len(selected)
+    results: list[dict] = []
+    interrupted = False
+    try:
+        for image, pixels in clean_images:
+            for case in selected:
+                prep = prepare_case(protocol, image, pixels, case,
+                                    kernels.get(case.kernel) if case.kernel else None)
+                sigma = sigma_to_unit(case.sigma) if protocol.noise_known else None
+                t0 = time.perf_counter()
+                res = info.run(prep.y, prep.operator, sigma=sigma, iters=iters, reference=prep.x,
+                               seed=prep.seed, device=str(dev), precision=prec, progress=show_bar,
+                               **params)
+                seconds = time.perf_counter() - t0
+                if method_precision is None and isinstance(res.settings.get("precision"), str):
+                    method_precision = res.settings["precision"]
+                estimate = res.image.detach().to("cpu", torch.float32).clamp(0, 1)
+                if estimate.shape != prep.x.shape:
+                    raise RuntimeError(f"method {method!r} returned shape {tuple(estimate.shape)} "
+                                       f"for a {tuple(prep.x.shape)} image")
+                convention = dict(crop=protocol.crop_for(case), y_channel=protocol.y_channel,
+                                  quantize=protocol.quantize)
+                row = {"image": image, "kernel": case.kernel, "sigma": case.sigma,
+                       "scale": case.scale, "psnr": psnr(estimate, prep.x, **convention),
+                       "ssim": ssim(estimate, prep.x, **convention), "seconds": seconds,
+                       "iters": int(res.iters), "seed": prep.seed}
+                if res.interrupted:
+                    row["interrupted"] = True
+                results.append(row)
+                if out_dir is not None:
+                    cid = case_id(image, case.kernel, case.sigma, case.scale)
+                    write_image(out_dir / f"{cid}_clean.png", prep.x)
+                    write_image(out_dir / f"{cid}_degraded.png",
+                                _observation_for_display(prep, protocol.task))
+                    write_image(out_dir / f"{cid}_restored.png", estimate)
+                if progress:
+                    print(f"[{len(results)}/{total}] {image:<12} {case.label():<22} "
+                          f"PSNR {row['psnr']:6.2f} dB  SSIM {row['ssim']:.4f}  "
+                          f"{seconds:8.2f} s  {row['iters']} it", flush=True)
+                if res.interrupted:
+                    raise KeyboardInterrupt
+    except KeyboardInterrupt:
+        if not results:
+            raise
+        interrupted = True
+        if progress:
+            print(f"interrupted: {len(results)} of {total} cases done", flush=True)
+
+    # what the method says its network ran with; methods without a network compute in fp32/fp64
+    env["precision"] = method_precision if method_precision is not None else "fp32"
+    summary = summarize(results)
+    if interrupted:
+        summary["interrupted"] = True
+    return {"protocol": protocol.name, "method": method, "settings": settings,
+            "environment": env, "results": results, "summary": summary}

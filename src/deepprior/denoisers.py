@@ -1,0 +1,137 @@
+"""One interface over the denoisers the methods and benchmarks swap:
+``denoiser(x, sigma) -> x̂`` with ``x`` an N×C×H×W float32 tensor in [0, 1] and σ in [0, 1] units.
+
+* ``dae``  — our trained denoising autoencoder (the DAEP/DMSP prior), bf16 fast path.
+* ``nlm``  — non-local means (scikit-image), DeepRED's choice for denoising/deblurring.
+* ``bm3d`` — BM3D / CBM3D (the ``bm3d`` package), DeepRED's choice for super-resolution.
+* ``tv``   — total-variation denoising (Chambolle's algorithm, scikit-image).
+"""
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from .compute import Compute, get_compute
+
+
+def _per_image(x: torch.Tensor, fn) -> torch.Tensor:
+    """Apply a NumPy H×W×C function to each image of a batch."""
+    out = []
+    for img in x.detach().cpu().float().numpy():
+        res = fn(np.ascontiguousarray(img.transpose(1, 2, 0)))
+        res = res.reshape(img.shape[1], img.shape[2], img.shape[0])
+        out.append(torch.from_numpy(np.ascontiguousarray(res.transpose(2, 0, 1), dtype=np.float32)))
+    return torch.stack(out).to(x.device)
+
+
+def _check_sigma(sigma) -> float:
+    s = float(sigma)
+    if not np.isfinite(s) or s < 0:
+        raise ValueError(f"sigma must be a finite non-negative number in [0, 1] units, got {sigma}")
+    if s > 1:
+        raise ValueError(f"sigma {s:g} is in 8-bit units? The Python API takes [0, 1] units (25/255)")
+    return s
+
+
+class DAEDenoiser:
+    """Our DAE as a plain denoiser. ``dae`` defaults to the shipped weights for the
+    image's channel count (loaded on first use); σ outside the training range is clamped."""
+
+    name = "dae"
+
+    def __init__(self, dae=None, compute: Compute | None = None, tile: int | None = 1024):
+        self.compute = compute or get_compute()
+        self.tile = tile
+        self._fast = {}
+        if dae is not None:
+            self._fast[dae.channels] = self._wrap(dae)
+
+    def _wrap(self, dae):
+        from .nets.dae import FastDAE
+
+        return FastDAE(dae, self.compute, tile=self.tile)
+
+    def network(self, channels: int):
+        """The inference network (:class:`~deepprior.nets.dae.FastDAE`) for ``channels``."""
+        if channels not in self._fast:
+            from .nets.dae import load_default_dae
+
+            self._fast[channels] = self._wrap(load_default_dae(channels))
+        return self._fast[channels]
+
+    def __call__(self, x: torch.Tensor, sigma) -> torch.Tensor:
+        s = _check_sigma(sigma)
+        net = self.network(x.shape[1])
+        lo, hi = net.sigma_range
+        with torch.no_grad():
+            return net(x, min(max(s, lo), hi))
+
+
+class NLMDenoiser:
+    """Non-local means (Buades et al. 2005) via ``skimage.restoration.denoise_nl_means``.
+    ``h = h_factor·σ`` with the noise σ passed to the estimator (scikit-image's recommendation
+    of h ≈ 0.8σ for ``fast_mode``)."""
+
+    name = "nlm"
+
+    def __init__(self, patch_size: int = 5, patch_distance: int = 6, h_factor: float = 0.8):
+        self.patch_size, self.patch_distance, self.h_factor = patch_size, patch_distance, h_factor
+
+    def __call__(self, x: torch.Tensor, sigma) -> torch.Tensor:
+        from skimage.restoration import denoise_nl_means
+
+        s = _check_sigma(sigma)
+        if s == 0:
+            return x.clone()
+        return _per_image(x, lambda img: denoise_nl_means(
+            img, h=self.h_factor * s, sigma=s, patch_size=self.patch_size,
+            patch_distance=self.patch_distance, fast_mode=True, channel_axis=-1))
+
+
+class BM3DDenoiser:
+    """BM3D for gray and CBM3D for colour images (Dabov et al. 2007), ``bm3d`` package."""
+
+    name = "bm3d"
+
+    def __call__(self, x: torch.Tensor, sigma) -> torch.Tensor:
+        import bm3d
+
+        s = _check_sigma(sigma)
+        if s == 0:
+            return x.clone()
+
+        def one(img):
+            if img.shape[2] == 3:
+                return bm3d.bm3d_rgb(img, sigma_psd=s)
+            return bm3d.bm3d(img[..., 0], sigma_psd=s)
+
+        return _per_image(x, one)
+
+
+class TVDenoiser:
+    """Isotropic TV denoising (Chambolle 2004), ``skimage.restoration.denoise_tv_chambolle``,
+    with the regularisation weight proportional to σ (``weight = weight_factor·σ``)."""
+
+    name = "tv"
+
+    def __init__(self, weight_factor: float = 1.0):
+        self.weight_factor = weight_factor
+
+    def __call__(self, x: torch.Tensor, sigma) -> torch.Tensor:
+        from skimage.restoration import denoise_tv_chambolle
+
+        s = _check_sigma(sigma)
+        if s == 0:
+            return x.clone()
+        return _per_image(x, lambda img: denoise_tv_chambolle(
+            img, weight=self.weight_factor * s, channel_axis=-1))
+
+
+DENOISERS = {"dae": DAEDenoiser, "nlm": NLMDenoiser, "bm3d": BM3DDenoiser, "tv": TVDenoiser}
+
+
+def get_denoiser(name: str, **kwargs):
+    """Instantiate a denoiser by name (``dae``, ``nlm``, ``bm3d``, ``tv``)."""
+    if name not in DENOISERS:
+        raise ValueError(f"unknown denoiser {name!r}; choose from {', '.join(DENOISERS)}")
+    return DENOISERS[name](**kwargs)

@@ -1,0 +1,261 @@
+"""Tests for deepprior.bench: data-root rule, protocols, runner JSON, report.
+
+Everything runs on two synthetic 48×48 images (crops of skimage.data) and a temporary data
+root with synthetic kernels, so no test needs the shared data sets.
+"""
+import json
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+import skimage.data
+import torch
+
+from deepprior.bench import data as bench_data
+from deepprior.bench.protocols import (Case, get_protocol, list_protocols, modcrop, prepare_case)
+from deepprior.bench.report import write_report
+from deepprior.bench.runner import run_protocol
+from deepprior.io import read_image, write_image
+from deepprior.methods import get_method
+from deepprior.metrics import psnr
+
+SIZE = 48  # divisible by 2, 3 and 4
+
+
+@pytest.fixture
+def images(tmp_path):
+    """A folder with a gray and a colour 48×48 image (and a non-image file to skip)."""
+    folder = tmp_path / "images"
+    folder.mkdir()
+    write_image(folder / "a_camera.png", skimage.data.camera()[100:100 + SIZE, 220:220 + SIZE] / 255.0)
+    write_image(folder / "b_astronaut.png", skimage.data.astronaut()[60:60 + SIZE, 180:180 + SIZE] / 255.0)
+    (folder / "SOURCES.md").write_text("synthetic test images\n")
+    return folder
+
+
+@pytest.fixture
+def root(tmp_path):
+    """A data root with two (unnormalised, asymmetric) Levin-style kernels and a bicubic set."""
+    r = tmp_path / "data"
+    (r / "levin" / "kernels").mkdir(parents=True)
+    k1 = np.outer([1.0, 2.0, 3.0, 2.0, 1.0], [1.0, 1.0, 2.0, 1.0, 1.0])  # sums to 54
+    k2 = np.zeros((3, 7))
+    k2[1, :5] = 1.0
+    k2[0, 5] = 2.0  # asymmetric motion-like kernel, sum 7
+    np.save(r / "levin" / "kernels" / "kernel_01.npy", k1.astype(np.float32))
+    np.save(r / "levin" / "kernels" / "kernel_02.npy", k2.astype(np.float32))
+    (r / "kernels" / "bicubic_x234").mkdir(parents=True)
+    np.save(r / "kernels" / "bicubic_x234" / "bicubic_x2.npy",
+            np.array([[-0.1, 0.3], [0.5, 0.2]], np.float32))  # sums to 0.9: kept as stored
+    (r / "kernels" / "lobed").mkdir()
+    np.save(r / "kernels" / "lobed" / "k.npy", np.array([[-1.0, 2.0], [3.0, 0.0]], np.float32))
+    return r
+
+
+# ----------------------------------------------------------------------------- data root
+
+
+def test_data_root_rule(tmp_path, monkeypatch):
+    cwd, explicit, env, pkg = (tmp_path / n for n in ("work", "explicit", "env", "pkg"))
+    shared = tmp_path / "shared" / "data"
+    for d in (cwd, explicit, env, shared):
+        d.mkdir(parents=True)
+    monkeypatch.chdir(cwd)
+    monkeypatch.setattr(bench_data, "PACKAGE_DATA_ROOT", tmp_path / "missing")
+    monkeypatch.setenv("DEEPPRIOR_DATA", str(env))
+
+    assert bench_data.data_root(explicit) == explicit.resolve()     # explicit first
+    assert bench_data.data_root() == shared.resolve()               # then ../shared/data of cwd
+    shared.rmdir()
+    assert bench_data.data_root() == env.resolve()                  # then $DEEPPRIOR_DATA
+    pkg.mkdir()
+    monkeypatch.setattr(bench_data, "PACKAGE_DATA_ROOT", pkg)
+    assert bench_data.data_root() == pkg.resolve()                  # repository sibling beats env
+    monkeypatch.setattr(bench_data, "PACKAGE_DATA_ROOT", tmp_path / "missing")
+    monkeypatch.delenv("DEEPPRIOR_DATA")
+    with pytest.raises(FileNotFoundError, match=r"--data-root.*DEEPPRIOR_DATA") as err:
+        bench_data.data_root()
+    assert "\n" not in str(err.value)
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        bench_data.data_root(tmp_path / "nope")
+    monkeypatch.setenv("DEEPPRIOR_DATA", str(tmp_path / "nope"))
+    with pytest.raises(FileNotFoundError, match="DEEPPRIOR_DATA"):
+        bench_data.data_root()
+
+
+def test_list_images_and_kernels(images, root):
+    assert [p.name for p in bench_data.list_images(images)] == ["a_camera.png", "b_astronaut.png"]
+    with pytest.raises(FileNotFoundError):
+        bench_data.list_images(root / "levin")  # only a kernels/ subfolder: no image
+
+    kernels = bench_data.load_kernels("levin", root)
+    assert list(kernels) == ["kernel_01", "kernel_02"]
+    raw = np.load(root / "levin" / "kernels" / "kernel_02.npy")
+    np.testing.assert_allclose(kernels["kernel_02"], raw / raw.sum())  # same orientation, sum 1
+    lobed = bench_data.load_kernels("lobed", root)["k"]
+    assert lobed.sum() == pytest.approx(1.0) and lobed[0, 0] == pytest.approx(-0.25)  # not clipped
+    bicubic = bench_data.load_kernels("bicubic_x234", root)["bicubic_x2"]
+    np.testing.assert_allclose(bicubic, [[-0.1, 0.3], [0.5, 0.2]], rtol=1e-6)  # not renormalised
+    with pytest.raises(FileNotFoundError, match="kernel set"):
+        bench_data.load_kernels("absent", root)
+
+
+def test_load_image_colour_conversion(images):
+    gray = bench_data.load_image(images / "b_astronaut.png", "gray")
+    rgb = bench_data.load_image(images / "b_astronaut.png", "keep")
+    assert gray.shape == (SIZE, SIZE, 1)
+    np.testing.assert_allclose(gray[..., 0], rgb @ np.array([0.2989, 0.5870, 0.1140]), atol=1e-5)
+    assert bench_data.load_image(images / "a_camera.png", "rgb").shape == (SIZE, SIZE, 3)
+
+
+# ----------------------------------------------------------------------------- protocols
+
+
+def test_protocol_registry():
+    listed = {name: task for name, task, _ in list_protocols()}
+    assert listed == {"classic-denoise-set12": "denoise", "classic-deblur-levin": "deblur",
+                      "classic-sr-set5": "sr", "classic-inpaint-set12": "inpaint",
+                      "classic-demosaic-set14": "demosaic"}
+    for name, _, desc in list_protocols():
+        assert desc and "\n" not in desc
+        assert "PSNR" in get_protocol(name).description  # every protocol states its convention
+    assert get_protocol("classic-deblur-levin").boundary == "valid"
+    with pytest.raises(ValueError, match="unknown protocol"):
+        get_protocol("nope")
+
+
+def test_modcrop():
+    assert modcrop(np.zeros((50, 49, 3)), 4).shape == (48, 48, 3)
+    assert modcrop(np.zeros((48, 48, 1)), 3).shape == (48, 48, 1)
+
+
+def test_prepare_case_is_seeded_per_image_and_case(images, root):
+    protocol = get_protocol("classic-deblur-levin")
+    kernel = bench_data.load_kernels("levin", root)["kernel_02"]
+    clean = bench_data.load_image(images / "a_camera.png", "gray")
+    case = Case("kernel_02", 7.65)
+    a = prepare_case(protocol, "a_camera", clean, case, kernel)
+    b = prepare_case(protocol, "a_camera", clean, case, kernel)
+    assert a.seed == b.seed and torch.equal(a.y, b.y)
+    assert a.y.shape == (1, 1, SIZE - 2, SIZE - 6)  # 'valid' blur: smaller by kernel − 1
+    other_image = prepare_case(protocol, "other", clean, case, kernel)
+    other_sigma = prepare_case(protocol, "a_camera", clean, Case("kernel_02", 2.55), kernel)
+    assert other_image.seed != a.seed and not torch.equal(other_image.y, a.y)
+    noise = (a.y - a.operator.forward(a.x)).std().item() * 255
+    assert noise == pytest.approx(7.65, rel=0.15)  # σ in 8-bit units, unclipped noise
+    assert not torch.equal(other_sigma.y, a.y)
+
+    mask = prepare_case(get_protocol("classic-inpaint-set12"), "a_camera", clean, Case()).operator.mask
+    assert 0.4 < mask.mean().item() < 0.6  # 50 % Bernoulli
+
+
+# ----------------------------------------------------------------------------- runner
+
+
+def test_run_protocol_json(images, capsys):
+    res = run_protocol("classic-denoise-set12", images=images, limit=1, iters=3,
+                       cases={"sigma": [15, 50]}, device="cpu", precision="fp32")
+    assert list(res) == ["protocol", "method", "settings", "environment", "results", "summary"]
+    assert res["protocol"] == "classic-denoise-set12" and res["method"] == "tv"
+    s = res["settings"]
+    assert s["iters"] == 3 and s["limit"] == 1 and s["image_names"] == ["a_camera"]
+    assert s["images"] == str(images.resolve()) and s["data_root"] is None
+    assert s["psnr"]["crop"] == 0 and s["psnr"]["y_channel"] is False
+    assert res["environment"]["precision"] == "fp32" and "torch" in res["environment"]
+    assert len(res["results"]) == 2
+    for r, sigma in zip(res["results"], (15.0, 50.0)):
+        assert r["image"] == "a_camera" and r["kernel"] is None and r["scale"] is None
+        assert r["sigma"] == sigma and r["iters"] == 3
+        assert isinstance(r["psnr"], float) and isinstance(r["ssim"], float)
+        assert r["seconds"] >= 0 and isinstance(r["seed"], int)
+    assert res["results"][0]["psnr"] > res["results"][1]["psnr"]  # more noise, lower PSNR
+    summ = res["summary"]
+    assert summ["n"] == 2
+    for key, field in (("mean_psnr", "psnr"), ("mean_ssim", "ssim"), ("mean_seconds", "seconds")):
+        assert summ[key] == pytest.approx(np.mean([r[field] for r in res["results"]]))
+    assert set(summ["groups"]) == {"sigma=15", "sigma=50"}
+    assert summ["groups"]["sigma=15"]["mean_psnr"] == res["results"][0]["psnr"]
+    json.dumps(res)  # serialisable as is
+    printed = [ln for ln in capsys.readouterr().out.splitlines() if "PSNR" in ln]
+    assert len(printed) == 2 and "a_camera" in printed[0]
+
+
+def test_methods_see_identical_inputs(images, root, tmp_path):
+    common = dict(data_root=root, images=images, limit=1, cases={"sigma": 7.65}, progress=False,
+                  device="cpu")
+    w1 = run_protocol("classic-deblur-levin", save_images=tmp_path / "w", **common)
+    w2 = run_protocol("classic-deblur-levin", **common)
+    tv = run_protocol("classic-deblur-levin", method="tv", iters=2, save_images=tmp_path / "t", **common)
+    assert [r["psnr"] for r in w1["results"]] == [r["psnr"] for r in w2["results"]]
+    assert [r["seed"] for r in w1["results"]] == [r["seed"] for r in tv["results"]]
+    assert [r["kernel"] for r in w1["results"]] == ["kernel_01", "kernel_02"]
+    for r in w1["results"]:
+        name = f"a_camera_{r['kernel']}_s7.65_degraded.png"
+        np.testing.assert_array_equal(read_image(tmp_path / "w" / name).pixels,
+                                      read_image(tmp_path / "t" / name).pixels)
+    assert w1["settings"]["data_root"] == str(root.resolve())
+    assert set(w1["summary"]["groups"]) == {"kernel=kernel_01", "kernel=kernel_02", "sigma=7.65"}
+
+
+def test_sr_protocol_applies_its_convention(images):
+    res = run_protocol("classic-sr-set5", images=images, progress=False, device="cpu")
+    assert res["summary"]["n"] == 6
+    assert {g: m["n"] for g, m in res["summary"]["groups"].items()} == {"scale=2": 2, "scale=3": 2,
+                                                                         "scale=4": 2}
+    # recompute one case by hand: Y channel, crop = scale, 8-bit rounding
+    protocol = get_protocol("classic-sr-set5")
+    row = next(r for r in res["results"] if r["image"] == "b_astronaut" and r["scale"] == 3)
+    prep = prepare_case(protocol, "b_astronaut",
+                        bench_data.load_image(images / "b_astronaut.png", "rgb"), Case(None, 0.0, 3))
+    assert prep.y.shape == (1, 3, SIZE // 3, SIZE // 3)
+    assert torch.equal(prep.y, torch.round(prep.y * 255) / 255)  # stored-uint8 LR image
+    est = get_method("bicubic").run(prep.y, prep.operator, device="cpu").image.clamp(0, 1)
+    assert row["psnr"] == pytest.approx(psnr(est, prep.x, crop=3, y_channel=True, quantize=True))
+    assert row["psnr"] != pytest.approx(psnr(est, prep.x))
+
+
+def test_demosaic_skips_gray_and_inpaint_runs(images):
+    dm = run_protocol("classic-demosaic-set14", images=images, progress=False, device="cpu")
+    assert dm["settings"]["image_names"] == ["b_astronaut"] and dm["summary"]["n"] == 1
+    assert dm["results"][0]["psnr"] > 20
+    inp = run_protocol("classic-inpaint-set12", images=images, progress=False, device="cpu")
+    assert inp["summary"]["n"] == 2 and inp["summary"]["groups"] == {}
+    assert all(r["psnr"] > 20 for r in inp["results"])
+
+
+def test_errors(images, root):
+    with pytest.raises(ValueError, match="does not solve task 'sr'"):
+        run_protocol("classic-sr-set5", method="wiener", images=images)
+    with pytest.raises(ValueError, match="unknown method"):
+        run_protocol("classic-sr-set5", method="nope", images=images)
+    with pytest.raises(ValueError, match="selects none"):
+        run_protocol("classic-sr-set5", images=images, cases={"scale": 5}, progress=False)
+    with pytest.raises(ValueError, match="filter keys"):
+        run_protocol("classic-sr-set5", images=images, cases={"noise": 5}, progress=False)
+    with pytest.raises(FileNotFoundError, match="levin"):
+        run_protocol("classic-deblur-levin", data_root=root / "kernels", images=images)
+
+
+# ----------------------------------------------------------------------------- report
+
+
+def test_report(images, tmp_path):
+    out = tmp_path / "out"
+    res = run_protocol("classic-sr-set5", images=images, progress=False, device="cpu",
+                       save_images=out / "sr_images")
+    md = write_report(res, out / "sr.md", image_dir=out / "sr_images")
+    text = md.read_text()
+    rows = [ln for ln in text.splitlines() if re.match(r"\| (a_camera|b_astronaut) \|", ln)]
+    assert len(rows) == len(res["results"]) == 6
+    assert "## Summary" in text and "scale=4" in text and f"{res['summary']['mean_psnr']:.2f}" in text
+    links = re.findall(r"!\[[^\]]*\]\(([^)]+)\)", text)
+    assert len(links) == 6
+    for link in links:
+        assert not Path(link).is_absolute()
+        strip = read_image(md.parent / link).pixels
+        assert strip.shape == (SIZE, 3 * SIZE + 8, 3)  # clean | degraded | restored (48 < 128)
+    # without saved images: tables only
+    plain = write_report(run_protocol("classic-sr-set5", images=images, progress=False,
+                                      cases={"scale": 2}, device="cpu"), tmp_path / "plain.md")
+    assert "![" not in plain.read_text()
