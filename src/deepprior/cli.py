@@ -369,8 +369,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from .compute import set_threads
+
     parser = build_parser()
     args = parser.parse_args(argv)
+    set_threads()  # all cores, or $DEEPPRIOR_THREADS
     try:
         return int(args.func(args) or 0)
     except (CLIError, ValueError, FileNotFoundError, OSError) as exc:

@@ -245,3 +245,13 @@ def train_dae(cfg: TrainConfig, out: str | Path, *, resume: str | Path | None = 
     out.parent.mkdir(parents=True, exist_ok=True)
     save_dae(dae, out, card)
     return dae
+
+
+def dae_from_checkpoint(checkpoint: str | Path) -> DAE:
+    """The (possibly unfinished) network stored in a training checkpoint."""
+    state = torch.load(checkpoint, map_location="cpu", weights_only=True)
+    cfg = json.loads(state["config"])
+    dae = DAE(cfg["arch"], cfg["channels"], tuple(cfg["sigma_range"]), **cfg["arch_kwargs"])
+    dae.load_state_dict(state["model"])
+    dae.card = {"checkpoint": str(checkpoint), "step": state["step"]}
+    return dae.eval()
