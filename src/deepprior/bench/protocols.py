@@ -315,3 +315,19 @@ RGB has no chroma to demosaic and would flatter every method).
 PSNR/SSIM: RGB, float (no 8-bit rounding), 2-pixel border cropped (where bilinear
 interpolation has one-sided support); estimate clipped to [0, 1].""",
 ))
+
+# --- denoising with the DAE (issue "learned prior"); BM3D / NLM run through --method -------------
+_DENOISE_CONVENTION = """AWGN added in float, unclipped, one fixed noise draw per image and σ
+(identical for every method). PSNR/SSIM as in the DnCNN tables: float images, no 8-bit
+rounding, no border crop, on all channels; estimate clipped to [0, 1]."""
+for _name, _dataset, _color, _table in (
+        ("denoise-bsd68", "bsd68", "gray", "DnCNN (Zhang et al. TIP 2017) Table II: BM3D 31.07/28.57/25.62, "
+                                           "DnCNN-S 31.73/29.23/26.23 dB"),
+        ("denoise-cbsd68", "cbsd68", "rgb", "DnCNN Table V: CBM3D 30.70 (σ=25) / 27.38 (σ=50), "
+                                            "CDnCNN-B 31.23 / 27.97 dB"),
+        ("denoise-set12", "set12", "gray", "DnCNN Table III (Set12 averages)")):
+    register_protocol(Protocol(
+        name=_name, task="denoise", dataset=_dataset, color=_color, sigmas=(15.0, 25.0, 50.0),
+        method="dae",
+        description=f"{_dataset} {_color} denoising, σ ∈ {{15, 25, 50}}; our DAE (also --method bm3d|nlm).\n"
+                    f"Reference figures: {_table}.\n{_DENOISE_CONVENTION}"))
