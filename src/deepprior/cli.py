@@ -294,6 +294,16 @@ def _cmd_bench(args) -> int:
     if args.list or not args.protocol:
         for name, task, desc in list_protocols():
             print(f"{name:<28} {task:<9} {desc}")
+        print(f"{'speed':<28} {'all':<9} per-iteration times of every method, fp32 vs bf16, at 256² and 512²")
+        return 0
+    if args.protocol == "speed":
+        from .bench.speed import run_speed
+
+        res = run_speed()
+        out = Path(args.json or "benchmarks/results/speed.json")
+        out.parent.mkdir(parents=True, exist_ok=True)
+        write_json_atomic(out, res)
+        print(f"wrote {out}")
         return 0
     image_dir = None
     if args.report:

@@ -1,0 +1,133 @@
+"""``deepprior bench speed``: how fast every method runs on this machine, fp32 vs bf16.
+
+Measures, for 256² and 512² gray and colour images: the matmul throughput of the machine in
+fp32 and bf16 (the practical ceiling), the DAE forward pass (megapixels/s and achieved
+TFLOP/s), and the per-iteration time of every registered iterative method (timed as
+``(t(iters = 1 + n) − t(iters = 1)) / n`` so set-up cost is excluded). All timings are the
+median of repeats; the JSON records threads and the CPU.
+"""
+from __future__ import annotations
+
+import resource
+import statistics
+import time
+
+import torch
+
+from ..compute import environment, get_compute
+from ..nets.dae import DAE, FastDAE, conv_flops
+
+SIZES = (256, 512)
+
+
+def _median_time(fn, repeats: int = 3, warmup: int = 1) -> float:
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
+def matmul_throughput(dtype: torch.dtype, n: int = 2048) -> float:
+    """TFLOP/s of an n×n matmul in ``dtype`` (bf16 uses the CPU's bf16 units when present)."""
+    a, b = torch.randn(n, n).to(dtype), torch.randn(n, n).to(dtype)
+    t = _median_time(lambda: torch.mm(a, b), repeats=5)
+    return 2 * n ** 3 / t / 1e12
+
+
+def dae_forward(dae: DAE, size: int, precision: str) -> dict:
+    comp = get_compute("cpu", precision)
+    fast = FastDAE(dae, comp, tile=None)
+    x = torch.rand(1, dae.channels, size, size)
+    with torch.no_grad():
+        t = _median_time(lambda: fast(x, 25 / 255))
+    flops = conv_flops(dae.net, (1, dae.channels + int(dae.conditional), size, size))
+    return {"seconds": t, "megapixels_per_s": size * size / t / 1e6, "tflops": flops / t / 1e12}
+
+
+def method_iteration(name: str, task_problem, size: int, channels: int, precision: str, n: int = 4) -> dict:
+    """Seconds per iteration of method ``name`` on a synthetic problem of the given size."""
+    from ..methods import get_method
+
+    op, y, sigma = task_problem(size, channels)
+    run = get_method(name).run
+
+    def timed(iters):
+        t0 = time.perf_counter()
+        run(y, op, sigma=sigma, iters=iters, seed=0, device="cpu", precision=precision)
+        return time.perf_counter() - t0
+
+    timed(1)  # warm-up (weights load, oneDNN kernel selection)
+    t1 = min(timed(1) for _ in range(2))
+    tn = min(timed(1 + n) for _ in range(2))
+    return {"seconds_per_iter": max(tn - t1, 0.0) / n, "setup_seconds": t1}
+
+
+def _deblur_problem(size: int, channels: int):
+    from ..noise import add_gaussian_noise
+    from ..operators import Blur
+
+    g = torch.Generator().manual_seed(0)
+    x = torch.rand(1, channels, size, size, generator=g)
+    k = torch.ones(9, 9) / 81
+    op = Blur(k, "circular")
+    return op, add_gaussian_noise(op(x), 2.55 / 255, generator=g), 2.55 / 255
+
+
+def run_speed(sizes=SIZES, methods: tuple[str, ...] | None = None, weights: dict | None = None,
+              log=print) -> dict:
+    """The speed benchmark; ``methods`` defaults to every registered iterative network method."""
+    from ..methods import METHODS, load_all
+
+    load_all()
+    if methods is None:
+        methods = tuple(m for m in ("daep", "dmsp", "dip", "deepred") if m in METHODS)
+    results: dict = {"matmul_tflops": {}, "dae_forward": [], "method_iteration": []}
+    for name, dtype in (("fp32", torch.float32), ("bf16", torch.bfloat16)):
+        results["matmul_tflops"][name] = matmul_throughput(dtype)
+        log(f"matmul {name}: {results['matmul_tflops'][name]:.3f} TFLOP/s")
+    for channels in (1, 3):
+        dae = _dae_for(channels, weights)
+        for size in sizes:
+            for precision in ("fp32", "bf16"):
+                r = {"channels": channels, "size": size, "precision": precision, **dae_forward(dae, size, precision)}
+                r["fraction_of_matmul_peak"] = r["tflops"] / results["matmul_tflops"][precision]
+                results["dae_forward"].append(r)
+                log(f"DAE forward {channels}ch {size}² {precision}: {r['seconds'] * 1000:.1f} ms, "
+                    f"{r['megapixels_per_s']:.2f} MP/s, {r['tflops']:.3f} TFLOP/s")
+            for name in methods:
+                for precision in ("fp32", "bf16"):
+                    r = {"method": name, "channels": channels, "size": size, "precision": precision,
+                         **method_iteration(name, _deblur_problem, size, channels, precision)}
+                    results["method_iteration"].append(r)
+                    log(f"{name} {channels}ch {size}² {precision}: {r['seconds_per_iter'] * 1000:.1f} ms/iter")
+    speedups = {}
+    for group, key in (("dae_forward", "seconds"), ("method_iteration", "seconds_per_iter")):
+        rows = results[group]
+        for r in rows:
+            if r["precision"] != "bf16":
+                continue
+            ident = {k: r[k] for k in ("method", "channels", "size") if k in r}
+            fp = next(q for q in rows if q["precision"] == "fp32" and all(q.get(k) == v for k, v in ident.items()))
+            label = "/".join(str(v) for v in ident.values())
+            speedups[f"{group}:{label}"] = fp[key] / max(r[key], 1e-12)
+    results["bf16_speedup"] = speedups
+    env = environment()
+    env["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    return {"protocol": "speed", "method": "all", "settings": {"sizes": list(sizes), "methods": list(methods),
+            "task": "deblur 9×9 box blur, circular, σ = 2.55", "timing": "median of repeats"},
+            "environment": env, "results": results}
+
+
+def _dae_for(channels: int, weights: dict | None) -> DAE:
+    from ..nets.dae import default_weights_path, load_dae
+
+    path = (weights or {}).get(channels) or default_weights_path(channels)
+    try:
+        return load_dae(path)
+    except FileNotFoundError:
+        # Timing does not depend on the weights: an untrained net of the shipped architecture.
+        return DAE("unet", channels, (0, 55 / 255)).eval()
