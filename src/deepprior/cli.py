@@ -138,6 +138,12 @@ def _add_restore(sub):
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, ...")
     p.add_argument("--reference", help="clean image: print PSNR/SSIM (and PSNR in the progress bar)")
     p.add_argument("--param", action="append", metavar="NAME=VALUE", help="method-specific parameter (repeatable)")
+    p.add_argument("--noise-blind", action="store_true",
+                   help="noise-adaptive restoration, no --sigma needed (dmsp: DMSP eq. 21-22)")
+    p.add_argument("--kernel-blind", action="store_true",
+                   help="estimate the blur kernel as well (dmsp NA+KE, DMSP §4); without --kernel the "
+                        "operator starts from a small Gaussian of --kernel-size; writes OUTPUT_kernel.npy/.png")
+    p.add_argument("--kernel-size", type=int, metavar="N", help="--kernel-blind: size N of the N×N kernel")
     p.add_argument("--bit-depth", type=int, choices=(8, 16), default=8)
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_cmd_restore)
@@ -176,7 +182,15 @@ def _cmd_restore(args) -> int:
     if op is None:
         if not args.task:
             raise CLIError(f"no spec: pass --task (or --spec, or keep {_sidecar(degraded).name} beside the image)")
-        op = _build_operator(args, img.pixels.shape[:2])
+        if args.kernel_blind and args.task == "deblur" and not args.kernel:
+            if not args.kernel_size or args.kernel_size < 1:
+                raise CLIError("--kernel-blind without --kernel needs --kernel-size N")
+            from .methods.prior import initial_kernel
+            from .operators import Blur
+
+            op = Blur(initial_kernel(args.kernel_size), args.boundary)
+        else:
+            op = _build_operator(args, img.pixels.shape[:2])
     _check_sigma_8bit(sigma8)
     y = to_tensor(img.pixels)
     if op.task == "demosaic" and y.shape[1] == 3:
@@ -204,6 +218,8 @@ def _cmd_restore(args) -> int:
     if out.resolve() == degraded.resolve():
         raise CLIError(f"refusing to overwrite the input {degraded}")
     params = _parse_params(args.param)
+    params.update({k: v for k, v in (("noise_blind", args.noise_blind), ("kernel_blind", args.kernel_blind),
+                                     ("kernel_size", args.kernel_size)) if v})
     sigma = None if sigma8 is None else sigma8 / 255
     result = info.run(y, op, sigma=sigma, iters=args.iters, reference=reference, seed=args.seed,
                       device=args.device, precision=args.precision, progress=not args.quiet, **params)
@@ -388,6 +404,14 @@ def _cmd_explain(args) -> int:
     return 0
 
 
+# --------------------------------------------------------------------------- dip-app
+
+def _add_dip_app(sub):
+    from .methods.dip_apps import add_subcommand  # DIP §3.6 enhancement, §3.7 flash/no-flash
+
+    add_subcommand(sub)
+
+
 # --------------------------------------------------------------------------- main
 
 def build_parser() -> argparse.ArgumentParser:
@@ -397,7 +421,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"deepprior {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
     for add in (_add_demo, _add_degrade, _add_restore, _add_methods, _add_bench, _add_train_dae,
-                _add_explain):
+                _add_explain, _add_dip_app):
         add(sub)
     return parser
 

@@ -158,7 +158,7 @@ def train_dae(cfg: TrainConfig, out: str | Path, *, resume: str | Path | None = 
     dae = DAE(cfg.arch, cfg.channels, cfg.sigma_range, **cfg.arch_kwargs).to(compute.device)
     dae = dae.to(memory_format=compute.memory_format)
     opt = torch.optim.Adam(dae.parameters(), lr=cfg.lr, betas=(0.9, 0.999))
-    step, curve, seconds = 0, [], 0.0
+    step, curve, seconds, changes = 0, [], 0.0, []
     if resume:
         state = torch.load(resume, map_location=compute.device, weights_only=True)
         dae.load_state_dict(state["model"])
@@ -166,13 +166,18 @@ def train_dae(cfg: TrainConfig, out: str | Path, *, resume: str | Path | None = 
         g.set_state(state["generator"])
         torch.set_rng_state(state["torch_rng"])
         step, curve, seconds = state["step"], json.loads(state["curve"]), state["seconds"]
-        log(f"resumed from {resume} at step {step}")
+        changes = json.loads(state.get("changes", "[]"))
+        old = json.loads(state["config"])
+        diff = {k: [old.get(k), v] for k, v in json.loads(json.dumps(asdict(cfg))).items() if old.get(k) != v}
+        if diff:  # e.g. a shortened schedule to fit a time slot: recorded in the model card
+            changes.append({"at_step": step, "changed": diff})
+        log(f"resumed from {resume} at step {step}" + (f"; changed {diff}" if diff else ""))
 
     def save_checkpoint():
         tmp = checkpoint.with_suffix(".ckpt.tmp")
         torch.save({"model": dae.state_dict(), "optimizer": opt.state_dict(), "generator": g.get_state(),
                     "torch_rng": torch.get_rng_state(), "step": step, "curve": json.dumps(curve),
-                    "seconds": seconds, "config": json.dumps(asdict(cfg))}, tmp)
+                    "seconds": seconds, "config": json.dumps(asdict(cfg)), "changes": json.dumps(changes)}, tmp)
         tmp.replace(checkpoint)
 
     log(f"training {cfg.arch} DAE ({count_parameters(dae)} parameters, {cfg.channels} channels, "
@@ -234,7 +239,7 @@ def train_dae(cfg: TrainConfig, out: str | Path, *, resume: str | Path | None = 
         "data": {"train": str(cfg.data), "train_images": len(train_images),
                  "validation": [f.name for f in val_files]},
         "recipe": {k: v for k, v in asdict(cfg).items() if k not in ("data", "val")},
-        "steps": step, "wall_seconds": round(seconds, 1),
+        "steps": step, "wall_seconds": round(seconds, 1), "config_changes_on_resume": changes,
         "validation_psnr": curve[-1]["val_psnr"] if curve else None,
         "validation_protocol": f"{len(val_files)} held-aside images, centre crop {cfg.val_crop}, "
                                "fixed Gaussian noise, RGB PSNR on float images, no border crop",

@@ -105,6 +105,12 @@ class Protocol:
     operator_fn : callable, optional
         ``operator_fn(protocol, case, kernel, shape, generator) -> Operator`` replacing the
         built-in operator construction (e.g. a protocol with mask files).
+    extra_metrics : callable, optional
+        ``extra_metrics(protocol, case, prepared, estimate, result, context) -> dict`` of extra
+        per-case numbers added to each results row (e.g. an error ratio); ``context`` holds
+        ``run`` (the method's run function), ``iters``, ``params``, ``device``, ``precision``,
+        ``convention`` (PSNR crop/Y/quantize of the case) and ``kernel``. The runner adds their
+        mean/min/max to ``summary["extra"]``.
     """
 
     name: str
@@ -129,6 +135,7 @@ class Protocol:
     iters: int | None = None
     method_params: dict = field(default_factory=dict)
     operator_fn: Callable | None = None
+    extra_metrics: Callable | None = None
 
     def __post_init__(self):
         if self.task not in TASKS:
@@ -144,7 +151,9 @@ class Protocol:
     def title(self) -> str:
         return self.description.strip().splitlines()[0]
 
-    def crop_for(self, case: Case) -> int:
+    def crop_for(self, case: Case, kernel=None) -> int:
+        """Border removed before PSNR/SSIM for ``case`` (``kernel``: the case's kernel array,
+        for protocols whose crop depends on it)."""
         if self.crop == "scale":
             return int(case.scale or 0)
         return int(self.crop)
@@ -331,3 +340,8 @@ for _name, _dataset, _color, _table in (
         method="dae",
         description=f"{_dataset} {_color} denoising, σ ∈ {{15, 25, 50}}; our DAE (also --method bm3d|nlm).\n"
                     f"Reference figures: {_table}.\n{_DENOISE_CONVENTION}"))
+
+from . import protocols_dip  # noqa: E402,F401  (DIP protocols register on import)
+
+# Protocols of the DAEP / DMSP papers (issue 4), in their own module.
+from . import protocols_meanshift  # noqa: E402,F401

@@ -83,6 +83,21 @@ def summarize(results: list[dict]) -> dict:
     return summary
 
 
+_ROW_KEYS = {"image", "kernel", "sigma", "scale", "psnr", "ssim", "seconds", "iters", "seed", "interrupted"}
+
+
+def _summarize_extra(results: list[dict]) -> dict:
+    """Mean, min and max of each numeric per-row value a protocol's ``extra_metrics`` added."""
+    out = {}
+    for key in dict.fromkeys(k for r in results for k in r if k not in _ROW_KEYS):
+        vals = [r[key] for r in results if isinstance(r.get(key), (int, float))
+                and not isinstance(r.get(key), bool)]
+        if vals:
+            out[key] = {"mean": float(np.mean(vals)), "min": float(np.min(vals)),
+                        "max": float(np.max(vals)), "n": len(vals)}
+    return out
+
+
 def _select_cases(all_cases: list[Case], cases) -> list[Case]:
     """Apply the ``cases`` filter of :func:`run_protocol`."""
     if cases is None:
@@ -236,6 +251,7 @@ def run_protocol(name: str, method: str | None = None, data_root=None, images=No
         "seed_rule": "sha256('task|image|kernel=..|sigma=..|scale=..')[:4] little-endian & 0x7fffffff; "
                      "mask drawn before noise; the method gets the same seed",
         "device": str(dev), "precision": prec,
+        "extra_metrics": getattr(protocol.extra_metrics, "__name__", None),
         "save_images": None if out_dir is None else str(out_dir),
     }
 
@@ -260,12 +276,18 @@ def run_protocol(name: str, method: str | None = None, data_root=None, images=No
                 if estimate.shape != prep.x.shape:
                     raise RuntimeError(f"method {method!r} returned shape {tuple(estimate.shape)} "
                                        f"for a {tuple(prep.x.shape)} image")
-                convention = dict(crop=protocol.crop_for(case), y_channel=protocol.y_channel,
+                kernel = kernels.get(case.kernel) if case.kernel else None
+                convention = dict(crop=protocol.crop_for(case, kernel), y_channel=protocol.y_channel,
                                   quantize=protocol.quantize)
                 row = {"image": image, "kernel": case.kernel, "sigma": case.sigma,
                        "scale": case.scale, "psnr": psnr(estimate, prep.x, **convention),
                        "ssim": ssim(estimate, prep.x, **convention), "seconds": seconds,
                        "iters": int(res.iters), "seed": prep.seed}
+                if protocol.extra_metrics is not None:
+                    context = {"run": info.run, "method": method, "iters": iters, "params": params,
+                               "device": str(dev), "precision": prec, "convention": convention,
+                               "kernel": kernel}
+                    row.update(protocol.extra_metrics(protocol, case, prep, estimate, res, context))
                 if res.interrupted:
                     row["interrupted"] = True
                 results.append(row)
@@ -291,6 +313,9 @@ def run_protocol(name: str, method: str | None = None, data_root=None, images=No
     # what the method says its network ran with; methods without a network compute in fp32/fp64
     env["precision"] = method_precision if method_precision is not None else "fp32"
     summary = summarize(results)
+    extra = _summarize_extra(results)
+    if extra:
+        summary["extra"] = extra
     if interrupted:
         summary["interrupted"] = True
     return {"protocol": protocol.name, "method": method, "settings": settings,

@@ -1,0 +1,189 @@
+"""DAEP — denoising-autoencoder priors: MAP restoration by back-propagating the DAE error.
+
+Bigdeli & Zwicker, VISAPP 2018 (``papers/daep-autoencoding-priors.md``). The prior energy is
+the squared length of the DAE's mean-shift vector, ``‖A_ση(I) − I‖²`` (§4.2), and the MAP
+estimate minimises eq. 7::
+
+    ‖B − A(I)‖²/σ_d² + γ‖A_ση(I) − I‖²
+
+for any linear degradation ``A`` (eq. 1 with blur, down-sampling, masking or a CFA). Eq. 8
+replaces the DAE at σ_η by one at σ_ε = σ_η/√2 fed with a noisy input:
+``A_ση(I) − I ≈ 2(A_σε(I + ε) − I)``, ε ~ N(0, σ_ε²), one sample per iteration, so the prior
+term is ``4γ‖A_σε(I + ε) − I‖²``. One iteration (Algorithm 1, as in the reference
+``DAEPDeblur.m``)::
+
+    ε ~ N(0, σ_ε²);  e = A_σε(I + ε) − I
+    prior_grad = J_Aᵀ e − e            # ½∇_I‖e‖², J_A the DAE's Jacobian (one VJP, no matrix)
+    data_grad  = c·Aᵀ(A I − B)         # c: sampling scale (prior.sampling_scale)
+    w = (4γ/σ_η²) / (4γ/σ_η² + 1/σ_d²)
+    g = w·prior_grad + (1 − w)·data_grad
+    step = μ·step − α·g ;  I = clip(I + step, 0, 1)
+
+``g`` is Algorithm 1's gradient ``Aᵀ(AI − B)/σ_d² + 4γ(J_Aᵀe − e)`` divided by
+``1/σ_d² + 4γ/σ_η²``: the reference code's normalisation (``relative_weight``), which makes
+α = 0.1 dimensionless. γ = 6.875/σ_η² (§5), σ_ε = 25, σ_η = 25√2, μ = 0.9, α = 0.1, 300
+iterations. When σ_d = 0 (super-resolution) the relative prior weight is w = 1/√t (§5.1).
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+
+from ..compute import get_compute
+from .base import Progress, Result, register, seed_everything
+from .prior import (check_task, data_gradient, draw_noise, estimate_sigma, initial_estimate,
+                    lift_gray_to_rgb, load_prior_network, measurement_count,
+                    noise_free_prior_weight, sampling_scale, setup)
+
+__all__ = ["daep", "autoencoder_error_gradient", "daep_prior_weight", "DAEP_SIGMA_DAE", "DAEP_GAMMA"]
+
+TASKS = ("denoise", "deblur", "sr", "inpaint", "demosaic")
+
+# §4.3/§5: "we trained the autoencoder with σ_ε = 25 (σ_η = 25√2)" (8-bit units).
+DAEP_SIGMA_DAE = 25 / 255
+# §5: "γ = 6.875/σ_η²"; this constant is γ·σ_η² (reference code: params.gamma = 6.875).
+DAEP_GAMMA = 6.875
+# Below this σ_d an observation counts as noise-free and the 1/√t schedule is used (σ = None).
+NOISE_FREE_BELOW = 0.5 / 255
+
+
+def autoencoder_error_gradient(network, x: torch.Tensor, sigma_dae: float,
+                               generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """DAEP Algorithm 1's prior gradient with eq. 8's noisy input, by one vector–Jacobian product.
+
+    With ``ε ~ N(0, σ_ε²)`` drawn from ``generator`` and ``e = A(x + ε) − x``, returns
+    ``(J_Aᵀ e − e, e)`` where ``J_A`` is the DAE's Jacobian at ``x + ε``: the gradient of
+    ``½‖A(x + ε) − x‖²`` in ``x``. ``J_Aᵀ e`` is one backward pass through the network
+    (``torch.autograd.grad`` with ``grad_outputs = e``); the Jacobian is never formed.
+    """
+    eps = draw_noise(x.shape, sigma_dae, generator, x.device)
+    xin = (x.detach() + eps).requires_grad_(True)
+    with torch.enable_grad():
+        out = network(xin, sigma_dae)
+        e = (out - x).detach()
+        (jte,) = torch.autograd.grad(out, xin, grad_outputs=e)
+    return jte - e, e
+
+
+def daep_prior_weight(sigma_d: float, sigma_dae: float = DAEP_SIGMA_DAE,
+                      gamma: float = DAEP_GAMMA) -> float:
+    """Relative prior weight ``w = (4γ/σ_η²) / (4γ/σ_η² + 1/σ_d²)`` with σ_η = √2·σ_ε.
+
+    4γ/σ_η² is eq. 7's γ (= ``gamma``/σ_η²) times the 2² of eq. 8; the reference code computes
+    ``relative_weight`` exactly so (``params.gamma * 4``). ``sigma_d`` and ``sigma_dae`` in the
+    same units.
+    """
+    sigma_eta2 = 2 * sigma_dae * sigma_dae
+    p = 4 * gamma / sigma_eta2
+    return p / (p + 1 / (sigma_d * sigma_d))
+
+
+@register("daep", TASKS, "denoising-autoencoder prior (Bigdeli & Zwicker 2018): MAP by "
+          "back-propagating the DAE error", kind="learned")
+def daep(y, operator, *, sigma=None, iters=None, callback=None, reference=None, seed=0,
+         device="auto", precision="auto", progress=False, weights=None, dae=None, denoiser=None,
+         sigma_dae=None, gamma=DAEP_GAMMA, alpha=0.1, mu=0.9, data_scale="auto",
+         **params) -> Result:
+    """Restore ``y = A x + n`` by MAP with the autoencoding prior (DAEP).
+
+    Parameters
+    ----------
+    y : torch.Tensor
+        Observation, N×C×h×w float32 in [0, 1] (C = 1 or 3; N×1×H×W for a Bayer CFA).
+    operator : Operator
+        Any linear degradation; its exact adjoint gives the data gradient.
+    sigma : float, optional
+        Degradation noise σ_d in [0, 1] units (8-bit σ / 255). ``0`` (noise-free, e.g.
+        super-resolution): relative prior weight 1/√t (§5.1). ``None``: estimated from ``y``
+        (``classic._noise_sigma``); an estimate below 0.5/255 counts as noise-free.
+    iters : int, optional
+        Gradient-descent iterations, default 300 (§5).
+    weights : path-like, optional
+        DAE weights (``.safetensors``); default: the shipped DAE for the image's channels.
+    dae : DAE, optional
+        A DAE object instead of ``weights`` (e.g. a tiny random one in tests).
+    denoiser : callable, optional
+        Any differentiable ``f(x, sigma) -> x̂`` instead of a DAE.
+    sigma_dae : float, optional
+        σ_ε, the DAE's σ and the std of the noise added to its input ([0, 1] units); default
+        25/255 (§5), so σ_η = √2·σ_ε. A fixed-σ DAE imposes its own σ.
+    gamma : float
+        γ·σ_η², default 6.875 (§5: γ = 6.875/σ_η²).
+    alpha, mu : float
+        Step size 0.1 and momentum 0.9 (§4.2).
+    data_scale : float or 'auto'
+        ``c`` in ``c·Aᵀ(Ax − y)``; 'auto': pixels per observed sample (s² for ×s
+        super-resolution: DAEPSR.m uses bicubic up-sampling, ≈ s²·Aᵀ, as the adjoint).
+    callback, reference, seed, device, precision, progress
+        As every method (``methods.base``). ``seed`` seeds ε; ``precision`` 'auto' runs the DAE
+        forward and its vector–Jacobian product under bf16 autocast where the CPU has bf16
+        units (image, momentum and data term stay fp32).
+
+    Returns
+    -------
+    Result
+        The estimate (the operator's input shape) and per-iteration history: ``loss`` = mean
+        squared data residual ‖A x − y‖²/M, ``prior`` = mean squared DAE error ‖e‖²/numel(x),
+        ``prior_weight`` = w, ``psnr`` with a reference. Settings record every parameter.
+
+    References
+    ----------
+    .. [1] S. A. Bigdeli and M. Zwicker, "Image restoration using autoencoding priors",
+       VISAPP 2018 (arXiv:1703.09964): eq. 7, eq. 8, Algorithm 1, §5, §5.1.
+    .. [2] Reference code: github.com/siavashBigdeli/DAEP ``DAEPDeblur.m``, ``DAEPSR.m``.
+    """
+    task = check_task("daep", operator, TASKS)
+    out_device = torch.as_tensor(y).device
+    y, operator, dev = setup(y, operator, device)
+    compute = get_compute(dev, precision)
+    gen = seed_everything(seed)
+    iters = 300 if iters is None else int(iters)
+
+    sigma_source = "given"
+    if sigma is None:
+        sigma, sigma_source = estimate_sigma(y, operator), "estimated"
+    sigma = float(sigma)
+    noise_free = sigma < NOISE_FREE_BELOW if sigma_source == "estimated" else sigma == 0.0
+
+    x_channels = operator.input_shape(tuple(y.shape))[1]
+    net = load_prior_network(channels=x_channels, compute=compute, dae=dae, weights=weights,
+                             denoiser=denoiser)
+    y, reference, lifted = lift_gray_to_rgb(net, y, operator, reference)
+    s_eps = net.choose_sigma(sigma_dae, DAEP_SIGMA_DAE, "sigma_dae")
+    w_fixed = None if noise_free else daep_prior_weight(sigma, s_eps, gamma)
+    c_scale = sampling_scale(operator) if data_scale == "auto" else float(data_scale)
+
+    x = initial_estimate(operator, y)
+    n_meas = measurement_count(operator, y)
+    step = torch.zeros_like(x)
+    ref = None if reference is None else torch.as_tensor(reference, dtype=torch.float32).to(dev)
+
+    with Progress(iters, reference=ref, callback=callback, show=progress, desc="daep") as prog:
+        for t in range(1, iters + 1):
+            prior_grad, e = autoencoder_error_gradient(net, x, s_eps, gen)
+            r = operator.forward(x) - y
+            w = noise_free_prior_weight(t) if noise_free else w_fixed
+            g = w * prior_grad + (1 - w) * data_gradient(operator, r, c_scale)
+            step = mu * step - alpha * g
+            x = (x + step).clamp(0, 1)
+            if prog.log(t, x, float(r.pow(2).sum()) / n_meas, prior=float(e.pow(2).mean()),
+                        prior_weight=w):
+                break
+
+    settings = {
+        "method": "daep", "task": task, "iters": iters, "alpha": float(alpha), "mu": float(mu),
+        "sigma": sigma, "sigma_source": sigma_source, "noise_free": noise_free,
+        "prior_weight": "1/sqrt(t)" if noise_free else w_fixed,
+        "sigma_dae": s_eps, "sigma_eta": math.sqrt(2) * s_eps, "gamma": float(gamma),
+        "gamma_definition": "gamma / sigma_eta^2 is eq. 7's γ; the prior term carries 4γ (eq. 8)",
+        "data_scale": c_scale, "measurements": n_meas, "init": "prior.initial_estimate",
+        "prior_network": net.description, "precision": compute.precision, "device": str(dev),
+        "seed": seed, "units": "sigma values in [0, 1] units (8-bit sigma / 255)",
+    }
+    if params:
+        settings["ignored_params"] = sorted(params)
+    if lifted:
+        x = x.mean(dim=1, keepdim=True)
+    settings["lifted_gray_to_rgb"] = lifted
+    return Result(x.to(out_device), prog.history, settings, interrupted=prog.interrupted)

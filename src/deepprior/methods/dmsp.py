@@ -1,0 +1,297 @@
+"""DMSP — deep mean-shift priors: Bayes-risk restoration by stochastic gradient descent.
+
+Bigdeli, Jin, Favaro & Zwicker, NIPS 2017 (``papers/dmsp-deep-mean-shift-priors.md``). The
+prior is the log of the Gaussian-smoothed image density; its gradient is the DAE's mean-shift
+vector (eq. 14), evaluated at a noisy copy of the estimate (eq. 19) — one DAE forward pass per
+iteration, no back-propagation. Modes (Table 1):
+
+* **NB** (non-blind, σ_n known), **NA** (noise-adaptive: σ_n re-estimated every step, eq. 21-22),
+* **NA+KE** (noise- and kernel-blind: the blur kernel is estimated jointly, §4),
+* σ_n = 0 (super-resolution, noise-free data): prior weight decreased towards zero (§5.3),
+* demosaicking: two stages with σ_n = 2.5 then 1 (8-bit) and a DAE at σ₁ = 3 (§5.4).
+
+One iteration (the reference ``DMSPDeblur.m``, with the weights written as in the paper)::
+
+    η ~ N(0, σ₁²)                      # σ₁ = σ₂ = σ/√2, the DAE's own σ (§3.3)
+    prior_grad = x − r_σ₁(x + η)       # = σ₁²·(−∇prior_sL), eq. 19 with σ² = 2σ₁²
+    data_grad  = c·Kᵀ(K x − y)         # c: sampling scale (prior.sampling_scale)
+    w = λ / (λ + 1/σ₁²)                # λ = 1/σ_n² (NB) or λ_t (NA, eq. 22)
+    g = w·data_grad + (1 − w)·prior_grad
+    step = μ·step − α·g ;  x = clip(x + step, 0, 1)     # eq. 20
+
+``g`` is the paper's gradient ``λ·Kᵀ(Kx−y) − ∇prior_sL`` divided by ``λ + 1/σ₁²``: the reference
+code's normalisation, which makes α = 0.1 a dimensionless step in any unit system.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+
+from ..compute import get_compute
+from .base import Progress, Result, register, seed_everything
+from .prior import (blur_objective_gradient, check_task, data_gradient, draw_noise, find_blur,
+                    initial_estimate, initial_kernel, kernel_noise_trace, lift_gray_to_rgb,
+                    load_prior_network, measurement_count, noise_free_prior_weight, noise_trace,
+                    project_kernel, sampling_scale, setup)
+
+__all__ = ["dmsp", "mean_shift_gradient", "noise_adaptive_lambda", "kernel_step",
+           "DMSP_SIGMA_DAE", "DMSP_DEMOSAIC_SIGMA_DAE", "DMSP_DEMOSAIC_STAGES"]
+
+TASKS = ("denoise", "deblur", "sr", "inpaint", "demosaic")
+
+# §5: "σ₁ = 11 ... for all our deblurring and super-resolution experiments" (8-bit units).
+DMSP_SIGMA_DAE = 11 / 255
+# §5.4: a DAE "with σ/√2 = 3" for the (down-sampled, smoother) demosaicking data.
+DMSP_DEMOSAIC_SIGMA_DAE = 3 / 255
+# §5.4: "initial optimization with σ_n = 2.5 and then ... σ_n = 1" (8-bit units); fraction of
+# the iterations spent in each stage is ours (the paper gives none): one third, two thirds.
+DMSP_DEMOSAIC_STAGES = ((2.5 / 255, 1 / 3), (1.0 / 255, 2 / 3))
+
+
+def mean_shift_gradient(network, x: torch.Tensor, sigma_dae: float,
+                        generator: torch.Generator) -> torch.Tensor:
+    """``x − r_σ₁(x + η)`` with ``η ~ N(0, σ₁²)`` drawn from ``generator`` (DMSP eq. 19).
+
+    The stochastic prior gradient scaled by σ₁²: eq. 19 gives ``∇prior_sL = (2/σ²)(r(x+η) − x)``
+    for the prior we maximise, and σ² = 2σ₁² (§3.3, σ₁ = σ₂ = σ/√2), so the descent direction's
+    prior part ``−∇prior_sL`` is this residual divided by σ₁². One DAE forward pass, no
+    gradient through the network.
+    """
+    eta = draw_noise(x.shape, sigma_dae, generator, x.device)
+    with torch.no_grad():
+        return x - network(x + eta, sigma_dae)
+
+
+def noise_adaptive_lambda(residual_sq: float, measurements: int, sigma2: float,
+                          trace: float) -> float:
+    """λ_t = N / (‖y − K x‖² + σ²·tr(KKᵀ)) — DMSP eq. 21-22 (Table 1, NA).
+
+    ``1/λ_t`` is eq. 21's maximum-likelihood noise variance σ_n². For a blur tr(KKᵀ) = M‖k‖²
+    (eq. 9's ``M σ² |k|²``); N = M = the number of measurements (``numel(degraded)`` in the
+    reference code); σ² = 2σ₁² is the prior's total smoothing variance.
+    """
+    return float(measurements) / (float(residual_sq) + sigma2 * float(trace))
+
+
+def kernel_step(blur, kernel: torch.Tensor, velocity: torch.Tensor, x: torch.Tensor,
+                y: torch.Tensor, sigma2: float, alpha_k: float, mu_k: float):
+    """One KE update of DMSP Table 1 (steps 4–6) plus the §4 projection.
+
+    Step 4's gradient ``v = λ_t[xᵀ(Kx − y) + Mσ²k]`` (of eq. 22 in k) is preconditioned by the
+    mean diagonal of its Hessian, ``λ_t(‖x‖²_valid + Mσ²)`` — our choice: the paper gives no
+    scale for v, and with this one the effective step α_k/(1 − μ_k) = 0.005/0.005 = 1 of
+    §5.2's parameters is a unit Newton-like step, as α/(1 − μ) = 1 is for the image. The step is
+    then projected onto Σk = 0 (the tangent of the constraint ‖k‖₁ = 1), and the new kernel
+    onto {k ≥ 0, Σk = 1}.
+
+    Returns ``(kernel, velocity, gradient)``.
+    """
+    g, _ = blur_objective_gradient(blur, kernel, x, y, sigma2)
+    m = math.prod(blur.output_shape(tuple(x.shape)))
+    s = float(x.detach().pow(2).sum()) * m / x.numel()
+    g = g / (s + m * sigma2)
+    g = g - g.mean()
+    velocity = mu_k * velocity - alpha_k * g
+    return project_kernel(kernel + velocity), velocity, g
+
+
+def _with_kernel(operator, blur, kernel):
+    """The blur ``operator`` with its kernel replaced."""
+    from ..operators import Blur
+
+    return Blur(kernel, blur.boundary, blur.method)
+
+
+@register("dmsp", TASKS, "deep mean-shift prior (Bigdeli et al. NIPS 2017): Bayes risk, "
+          "noise- and kernel-blind modes", kind="learned")
+def dmsp(y, operator, *, sigma=None, iters=None, callback=None, reference=None, seed=0,
+         device="auto", precision="auto", progress=False, weights=None, dae=None, denoiser=None,
+         noise_blind=False, kernel_blind=False, kernel_size=None, kernel_init="gaussian",
+         kernel_init_std=None, sigma_dae=None, alpha=None, mu=None, alpha_k=0.005, mu_k=0.995,
+         stages=None, data_scale="auto", **params) -> Result:
+    """Restore ``y = A x + n`` with the deep mean-shift prior (DMSP).
+
+    Parameters
+    ----------
+    y : torch.Tensor
+        Observation, N×C×h×w float32 in [0, 1] (C = 1 or 3; N×1×H×W for a Bayer CFA).
+    operator : Operator
+        Any linear degradation (``Identity``, ``Blur``, ``Downsample``, ``Compose``, ``Mask``,
+        ``Mosaic``); its exact adjoint gives the data gradient.
+    sigma : float, optional
+        Noise σ_n in [0, 1] units (8-bit σ / 255). ``> 0``: non-blind (NB); ``0``: noise-free,
+        prior weight 1/√t (§5.3); ``None``: noise-adaptive (NA, eq. 21–22), which needs no σ_n —
+        except demosaicking, where None and 0 select the two stages of §5.4.
+    iters : int, optional
+        Iterations; default 300 (§5), 1000 when ``kernel_blind`` (§5.2).
+    weights : path-like, optional
+        DAE weights (``.safetensors``); default: the shipped DAE for the image's channels.
+    dae : DAE, optional
+        A DAE object instead of ``weights`` (e.g. a tiny random one in tests).
+    denoiser : callable, optional
+        Any ``f(x, sigma) -> x̂`` instead of a DAE (DMSP only evaluates it forward).
+    noise_blind : bool
+        Noise-adaptive mode (NA) even when ``sigma`` is given (then ``sigma`` is ignored).
+    kernel_blind : bool
+        Noise- and kernel-blind (NA+KE, §4): the operator must be a ``Blur``; only its kernel's
+        size and its boundary are used unless ``kernel_init='operator'``. ``Result.extras['kernel']``
+        is the estimate (NumPy 2-D, MATLAB orientation, sums to 1).
+    kernel_size : int, optional
+        Kernel-blind: size of the estimated kernel (default: the operator's kernel size). With
+        a 'valid' blur it must equal the operator's, since it fixes the image size.
+    kernel_init : {'gaussian', 'delta', 'operator'}
+        Kernel-blind start: a small centred Gaussian (default; std ``kernel_init_std`` or
+        max(1, size/10) px), the delta, or the operator's own kernel.
+    sigma_dae : float, optional
+        σ₁ of the DAE = σ₂ of the noise added before it ([0, 1] units); default 11/255 (§5),
+        3/255 for demosaicking (§5.4). A fixed-σ DAE imposes its own σ.
+    alpha, mu : float, optional
+        Image step size and momentum (eq. 20): 0.1 and 0.9 (§5); 0.3 and 0.7 when kernel-blind
+        (§5.2).
+    alpha_k, mu_k : float
+        Kernel step size and momentum: 0.005 and 0.995 (§5.2).
+    stages : sequence of (sigma_n, fraction), optional
+        Run successive NB stages with these σ_n ([0, 1] units) for these fractions of the
+        iterations (default for demosaicking: ((2.5/255, 1/3), (1/255, 2/3))).
+    data_scale : float or 'auto'
+        ``c`` in ``c·Aᵀ(Ax − y)``; 'auto' = pixels per observed sample (see
+        ``prior.sampling_scale``; s² for ×s super-resolution, as DMSP-TF2 and DAEPSR.m).
+    callback, reference, seed, device, precision, progress
+        As every method (``methods.base``). ``seed`` seeds the noise draws η; ``precision``
+        'auto' runs the DAE in bf16 where the CPU has bf16 units (images stay fp32).
+
+    Returns
+    -------
+    Result
+        The estimate (image space, the operator's input shape), the history (``loss`` =
+        mean squared data residual; ``lambda`` = data weight λ_t; ``psnr`` with a reference),
+        every setting, and ``extras``: ``sigma_n`` (NA: final √(1/λ_t), [0, 1] units),
+        ``kernel`` (KE).
+
+    References
+    ----------
+    .. [1] S. A. Bigdeli, M. Jin, P. Favaro and M. Zwicker, "Deep mean-shift priors for image
+       restoration", NIPS 2017: eq. 19 (prior gradient), eq. 20 (momentum descent), eq. 21–22
+       and Table 1 (NA, KE), §5 (parameters).
+    .. [2] Reference code: github.com/siavashBigdeli/DMSP ``DMSPDeblur.m``; DMSP-TF2
+       ``DMSPRestore.py`` (sub-sampling).
+    """
+    task = check_task("dmsp", operator, TASKS)
+    out_device = torch.as_tensor(y).device
+    y, operator, dev = setup(y, operator, device)
+    compute = get_compute(dev, precision)
+    gen = seed_everything(seed)
+
+    blur = find_blur(operator)
+    kernel = None
+    if kernel_blind:
+        if blur is None or blur is not operator:
+            raise ValueError("kernel_blind needs a Blur operator (task 'deblur')")
+        shape = tuple(blur.kernel.shape)
+        if kernel_size is not None:
+            ks = (int(kernel_size),) * 2 if isinstance(kernel_size, (int, float)) else tuple(kernel_size)
+            if ks != shape and blur.boundary == "valid":
+                raise ValueError(f"kernel_size {ks} differs from the operator's kernel {shape}; with a "
+                                 "'valid' blur the kernel size fixes the image size — build the operator "
+                                 "with a kernel of that size")
+            shape = ks
+        if kernel_init == "operator":
+            kernel = project_kernel(blur.kernel.detach().to(dev, torch.float32))
+        else:
+            kernel = initial_kernel(shape, kernel_init, kernel_init_std, torch.float32, dev)
+        operator = _with_kernel(operator, blur, kernel)
+        blur = find_blur(operator)
+        noise_blind = True
+
+    iters = (1000 if kernel_blind else 300) if iters is None else int(iters)
+    alpha = (0.3 if kernel_blind else 0.1) if alpha is None else float(alpha)
+    mu = (0.7 if kernel_blind else 0.9) if mu is None else float(mu)
+
+    # --- the noise model: one or several stages of (mode, σ_n)
+    if noise_blind:
+        plan = [("NA", None, iters)]
+    elif stages is not None or (task == "demosaic" and not sigma):
+        stages = DMSP_DEMOSAIC_STAGES if stages is None else tuple(tuple(s) for s in stages)
+        counts = [int(round(f * iters)) for _, f in stages]
+        counts[-1] = iters - sum(counts[:-1])
+        plan = [("NB", float(s), n) for (s, _), n in zip(stages, counts) if n > 0]
+    elif sigma is None:
+        plan = [("NA", None, iters)]
+    elif float(sigma) == 0.0:
+        plan = [("noise-free", 0.0, iters)]
+    else:
+        plan = [("NB", float(sigma), iters)]
+    modes = [m for m, _, _ in plan]
+    mode = "NA+KE" if kernel_blind else ("+".join(dict.fromkeys(modes)))
+
+    c = y.shape[1]
+    x_channels = operator.input_shape(tuple(y.shape))[1]
+    net = load_prior_network(channels=x_channels, compute=compute, dae=dae, weights=weights,
+                             denoiser=denoiser)
+    y, reference, lifted = lift_gray_to_rgb(net, y, operator, reference)
+    s1 = net.choose_sigma(sigma_dae, DMSP_DEMOSAIC_SIGMA_DAE if task == "demosaic" else DMSP_SIGMA_DAE,
+                          "sigma_dae")
+    sigma2 = 2 * s1 * s1  # σ² = σ₁² + σ₂² (§3.3)
+    c_scale = sampling_scale(operator) if data_scale == "auto" else float(data_scale)
+
+    x = initial_estimate(operator, y)
+    x_shape = tuple(x.shape)
+    n_meas = measurement_count(operator, y)
+    trace = None if "NA" not in modes or kernel_blind else noise_trace(operator, x_shape, dev)
+    step = torch.zeros_like(x)
+    k_vel = torch.zeros_like(kernel) if kernel_blind else None
+    ref = None if reference is None else torch.as_tensor(reference, dtype=torch.float32).to(dev)
+    lam = float("nan")
+    schedule = [(m, s) for m, s, n in plan for _ in range(n)]
+
+    with Progress(iters, reference=ref, callback=callback, show=progress, desc="dmsp") as prog:
+        for t in range(1, iters + 1):
+            stage_mode, sigma_n = schedule[t - 1]
+            prior_grad = mean_shift_gradient(net, x, s1, gen)
+            r = operator.forward(x) - y
+            res_sq = float(r.pow(2).sum())
+            if stage_mode == "NA":
+                tr = float(kernel_noise_trace(blur, kernel, x_shape)) if kernel_blind else trace
+                lam = noise_adaptive_lambda(res_sq, n_meas, sigma2, tr)
+                w = lam / (lam + 1 / (s1 * s1))
+            elif stage_mode == "NB":
+                lam = 1 / (sigma_n * sigma_n)
+                w = lam / (lam + 1 / (s1 * s1))
+            else:  # σ_n = 0: relative prior weight 1/√t → 0 (§5.3)
+                w = 1.0 - noise_free_prior_weight(t)
+                lam = float("inf")
+            g = w * data_gradient(operator, r, c_scale) + (1 - w) * prior_grad
+            if kernel_blind:  # Table 1 KE, from the same x_{t−1}, k_{t−1} as the image step
+                kernel, k_vel, _ = kernel_step(blur, kernel, k_vel, x, y, sigma2, alpha_k, mu_k)
+            step = mu * step - alpha * g
+            x = (x + step).clamp(0, 1)
+            if kernel_blind:
+                operator = _with_kernel(operator, blur, kernel)
+                blur = find_blur(operator)
+            if prog.log(t, x, res_sq / n_meas, **{"lambda": lam}):
+                break
+
+    settings = {
+        "method": "dmsp", "task": task, "mode": mode, "stages": [[m, s, n] for m, s, n in plan],
+        "iters": iters, "alpha": alpha, "mu": mu, "sigma": None if sigma is None else float(sigma),
+        "sigma_dae": s1, "sigma_smoothing": math.sqrt(sigma2), "data_scale": c_scale,
+        "measurements": n_meas, "noise_trace": trace, "init": "prior.initial_estimate",
+        "prior_network": net.description, "precision": compute.precision, "device": str(dev),
+        "seed": seed, "channels": c,
+        "units": "sigma values in [0, 1] units (8-bit sigma / 255)",
+    }
+    extras = {}
+    if "NA" in modes:
+        extras["sigma_n"] = math.sqrt(1 / lam) if lam > 0 and math.isfinite(lam) else None
+    if kernel_blind:
+        settings.update(kernel_blind=True, kernel_size=list(kernel.shape), kernel_init=kernel_init,
+                        kernel_init_std=kernel_init_std, alpha_k=alpha_k, mu_k=mu_k,
+                        boundary=blur.boundary)
+        extras["kernel"] = kernel.detach().cpu().numpy().astype("float64")
+    if params:
+        settings["ignored_params"] = sorted(params)
+    if lifted:
+        x = x.mean(dim=1, keepdim=True)
+    settings["lifted_gray_to_rgb"] = lifted
+    return Result(x.to(out_device), prog.history, settings, extras, interrupted=prog.interrupted)
