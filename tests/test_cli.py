@@ -124,3 +124,15 @@ def test_methods_listing_and_console_script(capsys):
     assert code == 0 and "wiener" in out and "demosaic" in out
     done = subprocess.run([sys.executable, "-m", "deepprior.cli", "--version"], capture_output=True, text=True)
     assert done.returncode == 0 and "deepprior" in done.stdout
+
+
+def test_restore_with_dae_any_size(tmp_path, capsys, astronaut_crop):
+    clean = tmp_path / "odd.png"
+    write_image(clean, astronaut_crop[0, :, :37, :53].permute(1, 2, 0).numpy())
+    deg = tmp_path / "odd_noisy.png"
+    assert _run(["degrade", clean, "-o", deg, "--task", "denoise", "--sigma", 25], capsys)[0] == 0
+    res = tmp_path / "odd_restored.png"
+    code, out, _ = _run(["restore", deg, "-o", res, "--method", "dae", "--reference", clean, "--quiet"], capsys)
+    assert code == 0 and read_image(res).pixels.shape == (37, 53, 3)
+    c = read_image(clean).pixels
+    assert psnr(read_image(res).pixels, c) > psnr(read_image(deg).pixels, c) + 5

@@ -114,3 +114,18 @@ def test_shipped_dae_uses_sigma(channels, astronaut_crop, camera_crop):
     assert right > psnr(y.clamp(0, 1), x) + 6
     assert right > psnr(den(y, 10 / 255).clamp(0, 1), x) + 1
     assert right > psnr(den(y, 50 / 255).clamp(0, 1), x) + 0.5
+
+
+@pytest.mark.parametrize("channels", [1, 3])
+def test_bf16_matches_fp32_denoising(channels, astronaut_crop, camera_crop):
+    """Compute policy: the bf16 fast path loses < 0.05 dB against fp32 (DESIGN.md)."""
+    from deepprior.compute import cpu_has_fast_bf16
+    from deepprior.denoisers import DAEDenoiser
+
+    if not cpu_has_fast_bf16():
+        pytest.skip("no bf16 units on this CPU")
+    x = astronaut_crop if channels == 3 else camera_crop
+    y = x + 25 / 255 * torch.randn(x.shape, generator=torch.Generator().manual_seed(0))
+    p32 = psnr(DAEDenoiser(compute=get_compute("cpu", "fp32"))(y, 25 / 255).clamp(0, 1), x)
+    p16 = psnr(DAEDenoiser(compute=get_compute("cpu", "bf16"))(y, 25 / 255).clamp(0, 1), x)
+    assert abs(p32 - p16) < 0.05, (p32, p16)

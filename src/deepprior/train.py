@@ -260,3 +260,25 @@ def dae_from_checkpoint(checkpoint: str | Path) -> DAE:
     dae.load_state_dict(state["model"])
     dae.card = {"checkpoint": str(checkpoint), "step": state["step"]}
     return dae.eval()
+
+
+def plot_training_curve(card: dict, png: str | Path, title: str = "") -> None:
+    """Validation PSNR vs steps (one line per validation σ) from a model card's ``curve``."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    curve = card["curve"]
+    steps = [c["step"] for c in curve]
+    fig, ax = plt.subplots(figsize=(6, 4), dpi=110)
+    for sigma in curve[-1]["val_psnr"]:
+        ax.plot(steps, [c["val_psnr"][sigma] for c in curve], marker="o", ms=3, label=f"σ = {sigma}")
+    ax.set_xlabel("training step (batch 32 × 64²)")
+    ax.set_ylabel("validation PSNR (dB)")
+    ax.set_title(title or f"DAE training curve ({card.get('wall_seconds', 0) / 60:.0f} CPU-minutes)", fontsize=9)
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(png)
+    plt.close(fig)
