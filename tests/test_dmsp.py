@@ -428,3 +428,14 @@ def test_demosaic_protocol_scores_bilinear_in_the_same_run(tmp_path, rgb32):
     row = res["results"][0]
     assert row["psnr"] > 0 and row["psnr_bilinear"] > 0 and "ssim_bilinear" in row
     assert res["summary"]["extra"]["psnr_bilinear"]["mean"] == pytest.approx(row["psnr_bilinear"])
+
+
+def test_x0_is_the_starting_image(gray64):
+    op = Blur(torch.ones(3, 3) / 9, "valid")
+    y = op.forward(gray64)
+    start = torch.full_like(gray64, 0.3)
+    res = dmsp_mod.dmsp(y, op, sigma=0.01, iters=2, alpha=0.0, x0=start, dae=tiny_dae(), device="cpu")
+    torch.testing.assert_close(res.image, start)
+    assert res.settings["init"] == "x0"
+    with pytest.raises(ValueError, match="x0 has shape"):
+        dmsp_mod.dmsp(y, op, sigma=0.01, iters=1, x0=y, dae=tiny_dae(), device="cpu")

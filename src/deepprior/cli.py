@@ -293,6 +293,10 @@ def _add_bench(sub):
     p.add_argument("--images", help="folder of clean images to use instead of the protocol's test set")
     p.add_argument("--limit", type=int, help="only the first N images")
     p.add_argument("--iters", type=int)
+    p.add_argument("--sigma", type=float, action="append",
+                   help="only the cases with this noise level (8-bit units; repeatable)")
+    p.add_argument("--scale", type=int, action="append", help="only the cases with this scale (repeatable)")
+    p.add_argument("--size", type=int, action="append", help="speed: image sizes to time (default 256 and 512)")
     p.add_argument("--precision", choices=("auto", "fp32", "bf16"), default="auto")
     p.add_argument("--device", default="auto")
     p.add_argument("--param", action="append", metavar="NAME=VALUE", help="method parameter (repeatable)")
@@ -313,9 +317,9 @@ def _cmd_bench(args) -> int:
         print(f"{'speed':<28} {'all':<9} per-iteration times of every method, fp32 vs bf16, at 256² and 512²")
         return 0
     if args.protocol == "speed":
-        from .bench.speed import run_speed
+        from .bench.speed import SIZES, run_speed
 
-        res = run_speed()
+        res = run_speed(sizes=tuple(args.size) if args.size else SIZES)
         out = Path(args.json or "benchmarks/results/speed.json")
         out.parent.mkdir(parents=True, exist_ok=True)
         write_json_atomic(out, res)
@@ -325,8 +329,10 @@ def _cmd_bench(args) -> int:
     if args.report:
         image_dir = Path(args.report).with_suffix("")
         image_dir = image_dir.parent / (image_dir.name + "_images")
+    cases = {k: v for k, v in (("sigma", args.sigma), ("scale", args.scale)) if v}
     res = run_protocol(args.protocol, method=args.method, data_root=args.data_root, images=args.images,
-                       limit=args.limit, iters=args.iters, device=args.device, precision=args.precision,
+                       limit=args.limit, iters=args.iters, cases=cases or None, device=args.device,
+                       precision=args.precision,
                        method_params=_parse_params(args.param), save_images=image_dir)
     out = Path(args.json or f"benchmarks/results/{args.protocol}_{res['method']}.json")
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -109,7 +109,7 @@ def dmsp(y, operator, *, sigma=None, iters=None, callback=None, reference=None, 
          device="auto", precision="auto", progress=False, weights=None, dae=None, denoiser=None,
          noise_blind=False, kernel_blind=False, kernel_size=None, kernel_init="gaussian",
          kernel_init_std=None, sigma_dae=None, alpha=None, mu=None, alpha_k=0.005, mu_k=0.995,
-         stages=None, data_scale="auto", **params) -> Result:
+         stages=None, data_scale="auto", x0=None, **params) -> Result:
     """Restore ``y = A x + n`` with the deep mean-shift prior (DMSP).
 
     Parameters
@@ -157,6 +157,8 @@ def dmsp(y, operator, *, sigma=None, iters=None, callback=None, reference=None, 
     data_scale : float or 'auto'
         ``c`` in ``c·Aᵀ(Ax − y)``; 'auto' = pixels per observed sample (see
         ``prior.sampling_scale``; s² for ×s super-resolution, as DMSP-TF2 and DAEPSR.m).
+    x0 : torch.Tensor, optional
+        Starting image (the operator's input shape); default ``prior.initial_estimate``.
     callback, reference, seed, device, precision, progress
         As every method (``methods.base``). ``seed`` seeds the noise draws η; ``precision``
         'auto' runs the DAE in bf16 where the CPU has bf16 units (images stay fp32).
@@ -235,7 +237,15 @@ def dmsp(y, operator, *, sigma=None, iters=None, callback=None, reference=None, 
     sigma2 = 2 * s1 * s1  # σ² = σ₁² + σ₂² (§3.3)
     c_scale = sampling_scale(operator) if data_scale == "auto" else float(data_scale)
 
-    x = initial_estimate(operator, y)
+    if x0 is None:
+        x = initial_estimate(operator, y)
+    else:
+        x = torch.as_tensor(x0, dtype=torch.float32).to(dev).clamp(0, 1)
+        if lifted:
+            x = x.repeat(1, 3, 1, 1)
+        if tuple(x.shape) != tuple(operator.input_shape(tuple(y.shape))):
+            raise ValueError(f"x0 has shape {tuple(x.shape)}; the operator needs "
+                             f"{operator.input_shape(tuple(y.shape))}")
     x_shape = tuple(x.shape)
     n_meas = measurement_count(operator, y)
     trace = None if "NA" not in modes or kernel_blind else noise_trace(operator, x_shape, dev)
@@ -276,7 +286,8 @@ def dmsp(y, operator, *, sigma=None, iters=None, callback=None, reference=None, 
         "method": "dmsp", "task": task, "mode": mode, "stages": [[m, s, n] for m, s, n in plan],
         "iters": iters, "alpha": alpha, "mu": mu, "sigma": None if sigma is None else float(sigma),
         "sigma_dae": s1, "sigma_smoothing": math.sqrt(sigma2), "data_scale": c_scale,
-        "measurements": n_meas, "noise_trace": trace, "init": "prior.initial_estimate",
+        "measurements": n_meas, "noise_trace": trace,
+        "init": "prior.initial_estimate" if x0 is None else "x0",
         "prior_network": net.description, "precision": compute.precision, "device": str(dev),
         "seed": seed, "channels": c,
         "units": "sigma values in [0, 1] units (8-bit sigma / 255)",
