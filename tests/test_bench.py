@@ -260,3 +260,45 @@ def test_report(images, tmp_path):
     plain = write_report(run_protocol("classic-sr-set5", images=images, progress=False,
                                       cases={"scale": 2}, device="cpu"), tmp_path / "plain.md")
     assert "![" not in plain.read_text()
+
+
+def test_checkpoint_and_resume(images, tmp_path):
+    ckpt = tmp_path / "run.json"
+    common = dict(images=images, iters=3, device="cpu", precision="fp32", progress=False)
+    first = run_protocol("classic-denoise-set12", limit=1, cases={"sigma": [15]}, checkpoint=ckpt, **common)
+    assert json.loads(ckpt.read_text())["results"] == first["results"]
+    assert "partial" not in first["summary"]
+    # the same run widened to two noise levels: the finished case is kept (bit for bit, its time
+    # included), only the new one runs
+    full = run_protocol("classic-denoise-set12", limit=1, cases={"sigma": [15, 50]}, checkpoint=ckpt,
+                        resume=True, **common)
+    assert len(full["results"]) == 2 and full["results"][0] == first["results"][0]
+    assert full["results"][1]["sigma"] == 50.0
+    fresh = run_protocol("classic-denoise-set12", limit=1, cases={"sigma": [50]}, **common)
+    assert full["results"][1]["psnr"] == fresh["results"][0]["psnr"]
+    # a checkpoint of other settings is refused, not silently mixed in
+    with pytest.raises(ValueError, match="different iters"):
+        run_protocol("classic-denoise-set12", limit=1, cases={"sigma": [15]}, checkpoint=ckpt, resume=True,
+                     **{**common, "iters": 4})
+
+
+def test_partial_checkpoint_marks_summary(images, tmp_path, monkeypatch):
+    ckpt = tmp_path / "run.json"
+    info = get_method("tv")
+    calls = []
+
+    def run_then_stop(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return info.run(*args, **kwargs)
+
+    import dataclasses
+
+    import deepprior.bench.runner as runner
+    monkeypatch.setattr(runner, "get_method", lambda name: dataclasses.replace(info, run=run_then_stop))
+    res = run_protocol("classic-denoise-set12", images=images, limit=1, iters=3, cases={"sigma": [15, 50]},
+                       checkpoint=ckpt, device="cpu", precision="fp32", progress=False)
+    saved = json.loads(ckpt.read_text())
+    assert len(saved["results"]) == 1 and saved["summary"]["partial"] is True
+    assert res["summary"]["interrupted"] is True and res["summary"]["partial"] is True

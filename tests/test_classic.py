@@ -1,46 +1,16 @@
 """Classical baselines: each beats the naive estimate of its task on small synthetic cases."""
-import math
 
-import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
 from scipy import ndimage
-from skimage import data, transform
 
 from deepprior.methods import METHODS, load_all
 from deepprior.methods import classic
-from deepprior.noise import add_gaussian_noise
 from deepprior.operators import Blur, Compose, Downsample, Identity, Mask, Mosaic
+from helpers import psnr, noisy
 
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """48×48 tensors gain nothing from 2 threads, and on a shared CPU OpenMP spinning makes
-    them several times slower; restore the caller's setting afterwards."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
-def psnr(x, ref):
-    return 10 * math.log10(1.0 / float(((x.clamp(0, 1) - ref) ** 2).mean()))
-
-
-@pytest.fixture(scope="module")
-def rgb():
-    """48×48 crop (face and hair) of skimage's astronaut downscaled 4×, 1×3×48×48 in [0, 1]."""
-    im = transform.rescale(data.astronaut(), 0.25, channel_axis=-1, anti_aliasing=True)
-    im = np.ascontiguousarray(im[20:68, 40:88].transpose(2, 0, 1))
-    return torch.from_numpy(im).float()[None]
-
-
-@pytest.fixture(scope="module")
-def gray():
-    """48×48 crop of skimage's camera downscaled 4×, 1×1×48×48 in [0, 1]."""
-    im = transform.rescale(data.camera(), 0.25, anti_aliasing=True)
-    return torch.from_numpy(np.ascontiguousarray(im[30:78, 40:88])).float()[None, None]
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def gaussian_kernel(size=7, s=1.6):
@@ -48,10 +18,6 @@ def gaussian_kernel(size=7, s=1.6):
     k = torch.exp(-r**2 / (2 * s * s))
     k = k[:, None] * k[None, :]
     return k / k.sum()
-
-
-def noisy(x, sigma, seed=0):
-    return add_gaussian_noise(x, sigma, generator=torch.Generator().manual_seed(seed))
 
 
 def random_mask(shape, keep=0.5, seed=1):

@@ -9,51 +9,25 @@ import math
 import numpy as np
 import pytest
 import torch
-from skimage import data, transform
+from skimage import data
 
 from deepprior.compute import get_compute
 from deepprior.methods import METHODS, get_method
 from deepprior.methods import daep as daep_mod
 from deepprior.methods import prior
-from deepprior.nets.dae import DAE, default_weights_path
+from deepprior.nets.dae import default_weights_path
 from deepprior.operators import Blur, Compose, Downsample, Identity, Mask, Mosaic
+from helpers import psnr, tiny_dae
+
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 needs_weights = pytest.mark.skipif(not default_weights_path(3).exists(),
                                    reason="shipped weights: dae_color.safetensors not trained yet")
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
-def tiny_dae(channels=1, seed=0):
-    torch.manual_seed(seed)
-    return DAE("unet", channels, (0.0, 55 / 255), widths=(4, 8, 16)).eval()
-
-
 def tiny_net(channels=1, precision="fp32"):
     return prior.load_prior_network(channels=channels, compute=get_compute("cpu", precision),
                                     dae=tiny_dae(channels))
-
-
-def psnr(x, ref):
-    return 10 * math.log10(1.0 / float(((x.clamp(0, 1) - ref) ** 2).mean()))
-
-
-@pytest.fixture(scope="module")
-def gray48():
-    im = transform.rescale(data.camera(), 0.25, anti_aliasing=True)[30:78, 40:88]
-    return torch.from_numpy(np.ascontiguousarray(im)).float()[None, None]
-
-
-@pytest.fixture(scope="module")
-def rgb32():
-    im = transform.rescale(data.astronaut(), 0.25, channel_axis=-1, anti_aliasing=True)[20:52, 40:72]
-    return torch.from_numpy(np.ascontiguousarray(im.transpose(2, 0, 1))).float()[None]
 
 
 # --------------------------------------------------------------------------- the prior gradient
@@ -74,11 +48,11 @@ def test_vjp_prior_gradient_equals_autograd_of_the_prior_energy(channels, rgb32)
         torch.testing.assert_close(e, net(x + eps, s) - x)
 
 
-def test_one_iteration_descends_the_normalised_energy_of_eq7(gray48):
+def test_one_iteration_descends_the_normalised_energy_of_eq7(gray):
     """With μ = 0 one DAEP step is x₁ = x₀ − α ∇E / (1/σ_d² + 4γ/σ_η²) for the energy
     E = ½‖Ax − y‖²/σ_d² + ½·4γ/σ_η²·‖A_σε(x + ε) − x‖² (eq. 7 with eq. 8), by full autograd."""
     op = Blur(torch.ones(3, 3) / 9, "circular")
-    y = (op.forward(gray48) * 0.8 + 0.1)  # keeps x₀ = y and x₁ inside (0, 1): no clipping
+    y = (op.forward(gray) * 0.8 + 0.1)  # keeps x₀ = y and x₁ inside (0, 1): no clipping
     s_d, s_e, gamma, alpha, dae = 5 / 255, 25 / 255, 6.875, 0.1, tiny_dae()
     res = daep_mod.daep(y, op, sigma=s_d, iters=1, mu=0.0, alpha=alpha, dae=dae, seed=4,
                         device="cpu", precision="fp32")
@@ -111,8 +85,8 @@ def test_noise_free_uses_inverse_sqrt_schedule(rgb32):
     assert res.image.shape == rgb32.shape
 
 
-def test_sigma_none_is_estimated(gray48):
-    y = gray48 + 0.05 * torch.randn(gray48.shape, generator=torch.Generator().manual_seed(0))
+def test_sigma_none_is_estimated(gray):
+    y = gray + 0.05 * torch.randn(gray.shape, generator=torch.Generator().manual_seed(0))
     res = daep_mod.daep(y, Identity(), iters=1, dae=tiny_dae(), device="cpu", precision="fp32")
     assert res.settings["sigma_source"] == "estimated"
     assert res.settings["sigma"] == pytest.approx(0.05, rel=0.2) and not res.settings["noise_free"]
@@ -143,22 +117,22 @@ def test_every_task_runs(task, rgb32):
         assert key in res.settings
 
 
-def test_ctrl_c_returns_the_current_estimate(gray48):
+def test_ctrl_c_returns_the_current_estimate(gray):
     def interrupt(t, x, info):
         if t == 2:
             raise KeyboardInterrupt
 
-    res = daep_mod.daep(gray48, Identity(), sigma=0.02, iters=40, callback=interrupt, reference=gray48,
+    res = daep_mod.daep(gray, Identity(), sigma=0.02, iters=40, callback=interrupt, reference=gray,
                         dae=tiny_dae(), device="cpu", precision="fp32")
     assert res.interrupted and res.iters == 2 and "psnr" in res.history[-1]
-    assert res.image.shape == gray48.shape
+    assert res.image.shape == gray.shape
 
 
-def test_bf16_vjp_close_to_fp32(gray48):
+def test_bf16_vjp_close_to_fp32(gray):
     """The bf16 autocast VJP (compute policy) stays close to fp32 on the tiny net."""
     g = {}
     for p in ("fp32", "bf16"):
-        g[p], _ = daep_mod.autoencoder_error_gradient(tiny_net(1, p), gray48, 25 / 255,
+        g[p], _ = daep_mod.autoencoder_error_gradient(tiny_net(1, p), gray, 25 / 255,
                                                      torch.Generator().manual_seed(0))
     rel = float((g["bf16"] - g["fp32"]).norm() / g["fp32"].norm())
     assert rel < 0.05

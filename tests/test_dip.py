@@ -1,51 +1,20 @@
 """Deep Image Prior fitting loop: backtracking, EMA, restarts, stopping rules, seeds, precision,
 every task and the applications — on 32²–48² images with tiny networks (1 thread)."""
-import math
 
-import numpy as np
 import pytest
 import torch
-from skimage import data, transform
 
 from deepprior.methods import get_method
 from deepprior.methods.dip import dip
 from deepprior.methods.dip_apps import enhance, flash_no_flash
-from deepprior.noise import add_gaussian_noise
 from deepprior.operators import Blur, Downsample, Identity, Mask, Mosaic
+from helpers import psnr, noisy, TINY_HOURGLASS
 
-TINY = {"n_down": (8, 8, 8), "n_skip": 2}     # a 3-level hourglass for the mechanics tests
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+TINY = TINY_HOURGLASS
 SMALL = {"n_down": (16, 32, 64), "n_skip": 4}  # enough capacity to restore a 48² image
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny networks gain nothing from 2 threads, and 1 thread makes runs bit-reproducible."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
-def psnr(x, ref):
-    return 10 * math.log10(1.0 / float(((x.clamp(0, 1) - ref) ** 2).mean()))
-
-
-@pytest.fixture(scope="module")
-def gray():
-    """48×48 crop of skimage's camera downscaled 4×, 1×1×48×48 in [0, 1]."""
-    im = transform.rescale(data.camera(), 0.25, anti_aliasing=True)
-    return torch.from_numpy(np.ascontiguousarray(im[30:78, 40:88])).float()[None, None]
-
-
-@pytest.fixture(scope="module")
-def rgb():
-    """48×48 crop (face and hair) of skimage's astronaut downscaled 4×."""
-    im = transform.rescale(data.astronaut(), 0.25, channel_axis=-1, anti_aliasing=True)
-    return torch.from_numpy(np.ascontiguousarray(im[20:68, 40:88].transpose(2, 0, 1))).float()[None]
-
-
-def noisy(x, sigma, seed=0):
-    return add_gaussian_noise(x, sigma, generator=torch.Generator().manual_seed(seed))
 
 
 def test_registered_for_every_task():

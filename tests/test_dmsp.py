@@ -9,48 +9,22 @@ import math
 import numpy as np
 import pytest
 import torch
-from skimage import data, transform
+from skimage import data
 
 from deepprior.compute import get_compute
 from deepprior.methods import METHODS, get_method
 from deepprior.methods import dmsp as dmsp_mod
 from deepprior.methods import prior
-from deepprior.nets.dae import DAE, default_weights_path
+from deepprior.nets.dae import default_weights_path
 from deepprior.operators import Blur, Compose, Downsample, Identity, Mask, Mosaic
+from helpers import psnr, tiny_dae
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 
 SHIPPED_COLOR = default_weights_path(3)
 needs_weights = pytest.mark.skipif(not SHIPPED_COLOR.exists(),
                                    reason="shipped weights: dae_color.safetensors not trained yet")
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny tensors gain nothing from 2 threads and lose a lot on a shared CPU."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
-def tiny_dae(channels=1, seed=0):
-    torch.manual_seed(seed)
-    return DAE("unet", channels, (0.0, 55 / 255), widths=(4, 8, 16)).eval()
-
-
-def psnr(x, ref):
-    return 10 * math.log10(1.0 / float(((x.clamp(0, 1) - ref) ** 2).mean()))
-
-
-@pytest.fixture(scope="module")
-def gray64():
-    im = transform.rescale(data.camera(), 0.25, anti_aliasing=True)[30:94, 40:104]
-    return torch.from_numpy(np.ascontiguousarray(im)).float()[None, None]
-
-
-@pytest.fixture(scope="module")
-def rgb32():
-    im = transform.rescale(data.astronaut(), 0.25, channel_axis=-1, anti_aliasing=True)[20:52, 40:72]
-    return torch.from_numpy(np.ascontiguousarray(im.transpose(2, 0, 1))).float()[None]
 
 
 def motion_kernel():

@@ -6,13 +6,7 @@ import torch.nn as nn
 from deepprior.nets.hourglass import (PRESETS, NetSpec, build_net, center_crop, get_preset,
                                       padded_size, reflect_pad, with_arch)
 
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 TINY = NetSpec(n_down=(4, 6, 8), n_skip=2)

@@ -10,7 +10,6 @@ import scipy.io
 import tifffile
 import torch
 
-from deepprior import io as dio
 from deepprior.io import (ImageError, read_image, read_kernel, read_mask, to_numpy, to_tensor,
                           write_image, write_json_atomic)
 

@@ -118,6 +118,22 @@ def test_blur_fft_and_direct_agree_with_kernel_gradients(boundary):
     torch.testing.assert_close(grads[0], grads[1], rtol=1e-10, atol=1e-10)
 
 
+@pytest.mark.parametrize("boundary", Blur.BOUNDARIES)
+def test_blur_fft_kernel_memo_follows_the_kernel(boundary):
+    """The kernel FFT is computed once per size, and recomputed after an in-place kernel change."""
+    g = torch.Generator().manual_seed(2)
+    x = torch.rand(1, 2, 30, 26, generator=g, dtype=torch.float64)
+    k = torch.from_numpy(_kernel(7, 5))
+    op = Blur(k, boundary, "fft")
+    first, again = op(x), op(x)
+    y = torch.rand(op.output_shape(x.shape), generator=g, dtype=torch.float64)
+    torch.testing.assert_close(again, first, rtol=0, atol=0)
+    torch.testing.assert_close(op.adjoint(y), Blur(k.clone(), boundary, "direct").adjoint(y), rtol=0, atol=1e-11)
+    k.mul_(0.5)  # the operator's kernel changed in place
+    torch.testing.assert_close(op(x), Blur(k.clone(), boundary, "direct")(x), rtol=0, atol=1e-11)
+    torch.testing.assert_close(op(x), 0.5 * first, rtol=0, atol=1e-11)
+
+
 def test_blur_auto_method_and_float32():
     assert not Blur(np.ones((15, 15)))._use_fft()
     assert Blur(np.ones((17, 15)))._use_fft()

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import signal
 import sys
 from pathlib import Path
 
@@ -292,21 +293,32 @@ def _add_bench(sub):
     p.add_argument("--data-root", help="folder holding the test sets (default ../shared/data, or $DEEPPRIOR_DATA)")
     p.add_argument("--images", help="folder of clean images to use instead of the protocol's test set")
     p.add_argument("--limit", type=int, help="only the first N images")
+    p.add_argument("--image", action="append", help="only this image (file stem; repeatable)")
+    p.add_argument("--kernel", action="append", help="only the cases with this kernel (repeatable)")
     p.add_argument("--iters", type=int)
     p.add_argument("--sigma", type=float, action="append",
                    help="only the cases with this noise level (8-bit units; repeatable)")
     p.add_argument("--scale", type=int, action="append", help="only the cases with this scale (repeatable)")
     p.add_argument("--size", type=int, action="append", help="speed: image sizes to time (default 256 and 512)")
+    p.add_argument("--large-mp", type=float, default=12.0,
+                   help="speed: megapixels of the large-image DAE denoising test (0 skips it)")
     p.add_argument("--precision", choices=("auto", "fp32", "bf16"), default="auto")
     p.add_argument("--device", default="auto")
     p.add_argument("--param", action="append", metavar="NAME=VALUE", help="method parameter (repeatable)")
     p.add_argument("--json", help="write the results JSON here (default benchmarks/results/PROTOCOL_METHOD.json)")
     p.add_argument("--report", help="write a Markdown report (with side-by-side crops) here")
+    p.add_argument("--resume", action="store_true",
+                   help="keep the finished cases of the JSON at the output path (written after every case) "
+                        "and run only the missing ones")
     p.set_defaults(func=_cmd_bench)
 
 
+def _raise_keyboard_interrupt(signum, frame):
+    raise KeyboardInterrupt
+
+
 def _cmd_bench(args) -> int:
-    from .bench.protocols import list_protocols
+    from .bench.protocols import get_protocol, list_protocols
     from .bench.report import write_report
     from .bench.runner import run_protocol
     from .io import write_json_atomic
@@ -319,7 +331,7 @@ def _cmd_bench(args) -> int:
     if args.protocol == "speed":
         from .bench.speed import SIZES, run_speed
 
-        res = run_speed(sizes=tuple(args.size) if args.size else SIZES)
+        res = run_speed(sizes=tuple(args.size) if args.size else SIZES, large_megapixels=args.large_mp or None)
         out = Path(args.json or "benchmarks/results/speed.json")
         out.parent.mkdir(parents=True, exist_ok=True)
         write_json_atomic(out, res)
@@ -329,13 +341,17 @@ def _cmd_bench(args) -> int:
     if args.report:
         image_dir = Path(args.report).with_suffix("")
         image_dir = image_dir.parent / (image_dir.name + "_images")
-    cases = {k: v for k, v in (("sigma", args.sigma), ("scale", args.scale)) if v}
-    res = run_protocol(args.protocol, method=args.method, data_root=args.data_root, images=args.images,
+    cases = {k: v for k, v in (("sigma", args.sigma), ("scale", args.scale), ("kernel", args.kernel)) if v}
+    method = args.method or get_protocol(args.protocol).method
+    out = Path(args.json or f"benchmarks/results/{args.protocol}_{method}.json")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    # a `kill` (e.g. the end of a session) stops like Ctrl-C: the finished cases are kept
+    signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)
+    res = run_protocol(args.protocol, method=method, data_root=args.data_root, images=args.images,
                        limit=args.limit, iters=args.iters, cases=cases or None, device=args.device,
                        precision=args.precision,
-                       method_params=_parse_params(args.param), save_images=image_dir)
-    out = Path(args.json or f"benchmarks/results/{args.protocol}_{res['method']}.json")
-    out.parent.mkdir(parents=True, exist_ok=True)
+                       method_params=_parse_params(args.param), save_images=image_dir,
+                       checkpoint=out, resume=args.resume, image_names=args.image)
     write_json_atomic(out, res)
     if args.report:
         write_report(res, args.report, image_dir=image_dir)
@@ -413,7 +429,7 @@ def _cmd_explain(args) -> int:
 # --------------------------------------------------------------------------- dip-app
 
 def _add_dip_app(sub):
-    from .methods.dip_apps import add_subcommand  # DIP §3.6 enhancement, §3.7 flash/no-flash
+    from .methods.dip_apps import add_subcommand  # DIP §3.4 pre-image, §3.5 actmax, §3.6, §3.7
 
     add_subcommand(sub)
 

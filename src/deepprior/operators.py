@@ -224,9 +224,26 @@ class Blur(Operator):
             kp = torch.roll(kp, shifts=(-self._offset[0], -self._offset[1]), dims=(0, 1))
         return torch.fft.rfft2(kp)
 
+    def _kernel_fft_cached(self, x: torch.Tensor, centred: bool) -> torch.Tensor:
+        """The kernel's FFT for x's size, device and dtype, computed once per operator (a fixed
+        kernel: iterative methods apply the same blur hundreds of times). A kernel that needs
+        gradients (DMSP's kernel estimation) or was modified in place is transformed afresh."""
+        h, w = x.shape[-2:]
+        k = self._kernel_like(x)
+        if k.requires_grad:
+            return self._kernel_fft(k, h, w, centred)
+        key = (h, w, centred, x.device, x.dtype, self.kernel.data_ptr(), self.kernel._version)
+        cache = self.__dict__.setdefault("_kernel_fft_memo", {})
+        kf = cache.get(key)
+        if kf is None:
+            if len(cache) >= 8:
+                cache.clear()
+            kf = cache[key] = self._kernel_fft(k, h, w, centred)
+        return kf
+
     def _fft_circular(self, x: torch.Tensor, adjoint: bool, centred: bool) -> torch.Tensor:
         h, w = x.shape[-2:]
-        kf = self._kernel_fft(self._kernel_like(x), h, w, centred)
+        kf = self._kernel_fft_cached(x, centred)
         if adjoint:
             kf = kf.conj()
         return torch.fft.irfft2(torch.fft.rfft2(x) * kf, s=(h, w))

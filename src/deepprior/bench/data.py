@@ -141,9 +141,9 @@ def load_kernels(name: str, root=None, normalize: bool | None = None) -> dict[st
     Parameters
     ----------
     name : str
-        ``'levin'`` (the 8 kernels in ``levin/kernels``) or a folder of ``kernels/``
+        ``'levin'`` (the 8 kernels in ``levin/kernels``), a folder of ``kernels/``
         (``'levin09'``, ``'kernels_12'``, ``'schelten_dmsp5'``, ``'lai2016'``,
-        ``'bicubic_x234'``).
+        ``'bicubic_x234'``), or a set made in code (:data:`BUILTIN_KERNEL_SETS`, no files).
     root : path-like, optional
         Data root (default: :func:`data_root`).
     normalize : bool, optional
@@ -156,6 +156,8 @@ def load_kernels(name: str, root=None, normalize: bool | None = None) -> dict[st
     Loaded with ``np.load`` as stored: MATLAB orientation, to be applied by true
     convolution (``operators.Blur``), not flipped.
     """
+    if name in BUILTIN_KERNEL_SETS:
+        return BUILTIN_KERNEL_SETS[name]()
     folder = kernel_dir(name, root)
     files = sorted(folder.glob("*.npy"))
     if not files:
@@ -174,3 +176,15 @@ def load_kernels(name: str, root=None, normalize: bool | None = None) -> dict[st
             k = k / total
         kernels[f.stem] = k
     return kernels
+
+
+def _deepred_kernels() -> dict[str, np.ndarray]:
+    """DeepRED §4.3 (after RED and NCSR): a 9×9 uniform blur and a 25×25 Gaussian of std 1.6."""
+    r = np.arange(25, dtype=np.float64) - 12
+    g = np.exp(-r ** 2 / (2 * 1.6 ** 2))
+    gauss = np.outer(g, g)
+    return {"uniform9": np.full((9, 9), 1 / 81), "gauss25_s1.6": gauss / gauss.sum()}
+
+
+# kernel sets defined by a formula in a paper, made here rather than read from the data root
+BUILTIN_KERNEL_SETS = {"deepred": _deepred_kernels}

@@ -20,7 +20,6 @@ Units: σ is in 8-bit units everywhere here (σ = 25 means 25/255), as in the pa
 from __future__ import annotations
 
 import hashlib
-import math
 from dataclasses import dataclass, field
 from typing import Callable
 
@@ -105,6 +104,12 @@ class Protocol:
     operator_fn : callable, optional
         ``operator_fn(protocol, case, kernel, shape, generator) -> Operator`` replacing the
         built-in operator construction (e.g. a protocol with mask files).
+    image_names : tuple of str, optional
+        Only these images (file stems) of the test set, e.g. the ones a paper's table lists.
+    trace_iters : tuple of int
+        Iterations at which the runner scores the method's current estimate (through its
+        ``callback``) with the protocol's convention: rows get ``trace = {iter: {psnr,
+        seconds}}`` and the summary the means — PSNR against time along one run.
     extra_metrics : callable, optional
         ``extra_metrics(protocol, case, prepared, estimate, result, context) -> dict`` of extra
         per-case numbers added to each results row (e.g. an error ratio); ``context`` holds
@@ -136,6 +141,8 @@ class Protocol:
     method_params: dict = field(default_factory=dict)
     operator_fn: Callable | None = None
     extra_metrics: Callable | None = None
+    image_names: tuple | None = None
+    trace_iters: tuple = ()
 
     def __post_init__(self):
         if self.task not in TASKS:
@@ -345,3 +352,6 @@ from . import protocols_dip  # noqa: E402,F401  (DIP protocols register on impor
 
 # Protocols of the DAEP / DMSP papers (issue 4), in their own module.
 from . import protocols_meanshift  # noqa: E402,F401
+
+# Protocols of DeepRED (issue 6).
+from . import protocols_deepred  # noqa: E402,F401

@@ -22,7 +22,39 @@ from __future__ import annotations
 
 from .protocols import Protocol, register_protocol
 
-__all__ = ["TABLE3_SET12"]
+__all__ = ["TABLE3_SET12", "TRACE_ITERS", "fit_metrics"]
+
+# iterations at which the runner scores the running estimate (PSNR against time, every protocol
+# of an iterative network method); the paper schedules end at 1800, 2000, 4000, 6000, 11000, 30000
+TRACE_ITERS = (50, 100, 200, 300, 500, 750, 1000, 1500, 1800, 2000, 3000, 4000, 6000, 8000, 11000,
+               20000, 30000)
+
+
+def fit_metrics(protocol, case, prep, estimate, result, context) -> dict:
+    """Where the DIP/DeepRED fit stopped and what its monitors saw (last run of the case):
+    stop rule and iteration, the iterate returned, backtracks, where the discrepancy rule and
+    ES-WMV fired, and — from the per-iteration PSNR of the returned estimate (float, all
+    channels, no crop: the method's own history, not the protocol's convention) — the best
+    PSNR along the run, its iteration and seconds, and the PSNR where each rule fired.
+    DeepRED adds its denoiser calls, seconds in the denoiser and the final ADMM gap."""
+    runs = result.extras.get("runs") or []
+    if not runs:
+        return {}
+    r = runs[-1]
+    out = {"stop_reason": r["stop_reason"], "stop_iter": r["stop_iter"],
+           "selected_iter": r["selected_iter"], "backtracks": r["backtracks"],
+           "discrepancy_iter": r["discrepancy"]["iter"], "wmv_min_iter": r["wmv"]["best_iter"],
+           "wmv_detect_iter": r["wmv"]["detect_iter"]}
+    p = r.get("psnr")
+    if p:
+        out.update(psnr_float_best=p["best"], psnr_float_best_iter=p["best_iter"],
+                   seconds_to_best=p["best_seconds"], psnr_float_last=p["last"],
+                   psnr_float_at_discrepancy=p["at_discrepancy"], psnr_float_at_wmv_min=p["at_wmv_min"])
+    admm = r.get("admm")
+    if admm:
+        out.update(denoiser_calls=admm["denoiser_calls"], denoiser_seconds=admm["denoiser_seconds"],
+                   admm_final_gap=admm["final_gap"])
+    return out
 
 # Table 3 images present in Set12 (file stem → the paper's name). Finger, Hill and Montage
 # are not in Set12; Starfish (04), Monarch (05), Airplane (06), Parrot (07) are not in Table 3.
@@ -42,7 +74,7 @@ from PIL's Lanczos-3 antialiased resize, and its bicubic row from LapSRN's MATLA
 register_protocol(Protocol(
     name="dip-sr-set5", task="sr", dataset="set5", color="rgb", scales=(4, 8),
     sr_filter="lanczos2", quantize_observation=True, crop=4, y_channel=True, quantize=True,
-    method="dip", method_params={"stop": "fixed"},
+    method="dip", method_params={"stop": "fixed"}, trace_iters=TRACE_ITERS, extra_metrics=fit_metrics,
     description=f"""Set5 ×4 / ×8 super-resolution with DIP (Table 2: 29.89 / 25.88 dB; bicubic 28.44 / 24.37).
 DIP Table 2, "Ours" row: baby 31.49/28.28, bird 31.80/27.09, butterfly 26.23/20.02,
 head 31.04/29.55, woman 28.93/24.50 (×4/×8).
@@ -52,7 +84,8 @@ head 31.04/29.55, woman 28.93/24.50 (×4/×8).
 register_protocol(Protocol(
     name="dip-sr-set14", task="sr", dataset="set14", color="rgb", gray_images="replicate",
     scales=(4, 8), sr_filter="lanczos2", quantize_observation=True, crop=4, y_channel=True,
-    quantize=True, method="dip", method_params={"stop": "fixed"},
+    quantize=True, method="dip", method_params={"stop": "fixed"}, trace_iters=TRACE_ITERS,
+    extra_metrics=fit_metrics,
     description=f"""Set14 ×4 / ×8 super-resolution with DIP (Table 1: 27.00 / 24.15 dB; bicubic 26.05 / 23.09).
 DIP Table 1, "Ours" row, 14 images (the gray 'bridge' replicated to RGB, as the paper's
 evaluation, which converts every image to 3 channels).
@@ -69,7 +102,8 @@ rounding, no border crop; estimate clipped to [0, 1]. All nine images are 256² 
 
 register_protocol(Protocol(
     name="dip-denoise-cbm3d9", task="denoise", dataset="cbm3d9", color="rgb", sigmas=(25.0,),
-    noise_known=True, method="dip", method_params={"stop": "fixed"},
+    noise_known=True, method="dip", method_params={"stop": "fixed"}, trace_iters=TRACE_ITERS,
+    extra_metrics=fit_metrics,
     description=f"""CBM3D 9-image colour denoising σ = 25, DIP fixed 1800 iterations (§3.1: 30.43 dB with EMA).
 §3.1 references: CBM3D 31.42, NLM 30.26 (`--method bm3d` / `nlm` on this protocol).
 σ is passed to DIP only to monitor the discrepancy rule (extras); the stop is fixed.
@@ -78,7 +112,7 @@ register_protocol(Protocol(
 
 register_protocol(Protocol(
     name="dip-denoise-cbm3d9-auto", task="denoise", dataset="cbm3d9", color="rgb", sigmas=(25.0,),
-    noise_known=False, method="dip",
+    noise_known=False, method="dip", trace_iters=TRACE_ITERS, extra_metrics=fit_metrics,
     description=f"""CBM3D 9-image denoising σ = 25, blind DIP with automatic stopping (ES-WMV).
 Same images and noise as dip-denoise-cbm3d9; σ is not given to the method, which stops by
 the windowed moving variance of its outputs (W = 100, P = 1000; budget 3000 iterations) and
@@ -89,13 +123,13 @@ returns the estimate at the variance minimum. Compare PSNR and seconds with the 
 register_protocol(Protocol(
     name="dip-inpaint-set12", task="inpaint", dataset="set12", color="gray", missing=0.5,
     method="dip", method_params={"preset": "reconstruction", "stop": "fixed"},
+    image_names=tuple(TABLE3_SET12), trace_iters=TRACE_ITERS, extra_metrics=fit_metrics,
     description="""Set12 gray inpainting, 50 % i.i.d. Bernoulli mask, DIP 'reconstruction' preset (Table 3).
 DIP Table 3 "Ours" on the images also in Set12: Barbara (09) 32.22, Boat (10) 33.06,
 House (02) 39.16, Lena (08) 36.16, Peppers (03) 33.05, C.man (01) 29.8, Couple (12) 32.52,
 Man (11) 32.20 — mean 33.52 over these eight (bench/protocols_dip.TABLE3_SET12); Papyan et
-al. 28.14 / 31.44 / 34.58 / 35.04 / 31.11 / 27.90 / 31.18 / 31.92. The other four Set12
-images (04-07) are not in Table 3: exclude them from the comparison (or run on a folder of
-the eight with --images). Preset (§4 'Image reconstruction (Fig. 12)'): default
+al. 28.14 / 31.44 / 34.58 / 35.04 / 31.11 / 27.90 / 31.18 / 31.92. Only these eight run
+(Set12's 04-07 are not in Table 3). Preset (§4 'Image reconstruction (Fig. 12)'): default
 architecture, 11000 iterations, LR 0.001, σ_p = 1/30. Mask drawn per image from the case
 seed (identical for every method, as classic-inpaint-set12); noise-free.
 PSNR: gray, float (no 8-bit rounding), no border crop; estimate clipped to [0, 1]

@@ -33,6 +33,9 @@ from ..metrics import psnr, ssim
 from . import data as bench_data
 from .protocols import Case, Protocol, register_protocol
 
+# PSNR (protocol convention) along each run: time-to-quality of the 300-iteration schedule
+TRACE_ITERS = (10, 25, 50, 100, 150, 200, 250, 300, 500, 1000)
+
 __all__ = ["KernelCropProtocol", "blind_error_ratio", "classical_demosaic_scores", "aligned_ssd"]
 
 # Kernel heights (floor(kh/2) is the crop) of the sets used here, for ``crop_for(case)`` called
@@ -174,7 +177,7 @@ from every border (kh = the kernel's height), gray."""
 register_protocol(KernelCropProtocol(
     name="levin-deblur", task="deblur", dataset="levin", color="gray", kernels="levin",
     sigmas=(2.55, 5.10, 7.65, 10.2, 12.75), boundary="valid", crop="kernel", quantize=True,
-    method="dmsp", iters=300,
+    method="dmsp", iters=300, trace_iters=TRACE_ITERS,
     description=f"""Levin et al. 4 images × 8 kernels, σ_n ∈ {{2.55, …, 12.75}}; DMSP non-blind.
 Grid σ_n ∈ {2.55, 5.10, 7.65, 10.2, 12.75}. DAEP Table 3 (σ 2.55/7.65/12.75): DAEP 32.69 /
 28.95 / 26.87 dB. DMSP Table 2 (σ 2.55/5.10/7.65/10.2): NB 29.68 (sic) / 29.45 / 28.95 /
@@ -187,7 +190,7 @@ DAEP: --method daep.
 register_protocol(KernelCropProtocol(
     name="berkeley-deblur", task="deblur", dataset="deblur_berkeley", color="gray",
     kernels="schelten_dmsp5", sigmas=(2.55, 5.10, 7.65, 10.2), boundary="valid", crop="kernel",
-    quantize=True, method="dmsp", iters=300,
+    quantize=True, method="dmsp", iters=300, trace_iters=TRACE_ITERS,
     description=f"""Berkeley 10 images × 5 Schelten kernels, σ_n ∈ {{2.55, 5.10, 7.65, 10.2}}; DMSP non-blind.
 DMSP Table 2, Berkeley (50 blurred images, the noise-blind setting of Jin et al. CVPR 2017):
 NB 25.69 / 24.45 / 23.60 / 22.99, NA 26.00 / 24.47 / 23.61 / 22.97 dB; DAEP 25.42 / 23.67 /
@@ -219,7 +222,7 @@ pixels removed. Gray images of the set are replicated to RGB."""
 
 register_protocol(Protocol(
     name="sr-set5", task="sr", dataset="set5", color="rgb", scales=(2, 3, 4, 5), sr_filter="bicubic",
-    crop="scale", quantize=True, method="daep", iters=300,
+    crop="scale", quantize=True, method="daep", iters=300, trace_iters=TRACE_ITERS,
     description=f"""Set5 super-resolution ×2…×5 (bicubic degradation); DAEP (also --method dmsp).
 DAEP Table 1: 35.23 / 31.44 / 29.01 / 27.19 dB (bicubic 31.80 / 28.67 / 26.73 / 25.32).
 DMSP Table 3: 35.16 / 31.38 / 29.16 / 27.38 dB. Default: daep, 300 iterations (§5).
@@ -228,7 +231,7 @@ DMSP Table 3: 35.16 / 31.38 / 29.16 / 27.38 dB. Default: daep, 300 iterations (�
 
 register_protocol(Protocol(
     name="sr-set14", task="sr", dataset="set14", color="rgb", scales=(2, 3, 4, 5), sr_filter="bicubic",
-    crop="scale", quantize=True, method="daep", iters=300,
+    crop="scale", quantize=True, method="daep", iters=300, trace_iters=TRACE_ITERS,
     description=f"""Set14 super-resolution ×2…×5 (bicubic degradation); DAEP (also --method dmsp).
 DAEP Table 2: 31.07 / 27.93 / 26.13 / 24.88 dB (bicubic 28.53 / 25.92 / 24.44 / 23.46).
 DMSP Table 3: 30.99 / 27.90 / 26.22 / 25.01 dB. Default: daep, 300 iterations (§5).
@@ -237,7 +240,7 @@ DMSP Table 3: 30.99 / 27.90 / 26.22 / 25.01 dB. Default: daep, 300 iterations (�
 
 register_protocol(Protocol(
     name="demosaic", task="demosaic", dataset="set14", color="rgb", gray_images="skip",
-    pattern="RGGB", crop=2, method="dmsp", iters=300, extra_metrics=classical_demosaic_scores,
+    pattern="RGGB", crop=2, method="dmsp", iters=300, trace_iters=TRACE_ITERS, extra_metrics=classical_demosaic_scores,
     description="""Bayer RGGB demosaicking, noise-free, Set14 colour (or --images DIR); DMSP + bilinear.
 DMSP §5.4 / Table 4 (38.7 dB, linear RGB, Panasonic set of Khashabi et al. — not available
 here): initialised by a classical demosaic (bilinear), two stages σ_n = 2.5 then 1 (8-bit), DAE

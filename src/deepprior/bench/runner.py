@@ -14,6 +14,7 @@ of the method's ``run`` call alone (degradation and scoring excluded).
 """
 from __future__ import annotations
 
+import json
 import re
 import sys
 import time
@@ -24,7 +25,7 @@ import torch
 import torch.nn.functional as F
 
 from ..compute import environment, resolve_device, resolve_precision
-from ..io import write_image
+from ..io import write_image, write_json_atomic
 from ..methods import get_method
 from ..metrics import psnr, ssim
 from ..noise import sigma_to_unit
@@ -83,7 +84,28 @@ def summarize(results: list[dict]) -> dict:
     return summary
 
 
-_ROW_KEYS = {"image", "kernel", "sigma", "scale", "psnr", "ssim", "seconds", "iters", "seed", "interrupted"}
+_ROW_KEYS = {"image", "kernel", "sigma", "scale", "psnr", "ssim", "seconds", "iters", "seed", "interrupted",
+             "trace"}
+
+
+def _snapshot_callback(wanted: set, snapshots: dict):
+    """A method callback keeping the estimate (and elapsed seconds) at the ``wanted`` iterations."""
+    def callback(t, x, info) -> bool:
+        if t in wanted:
+            snapshots[t] = (x.detach().to("cpu", torch.float32).clamp(0, 1).clone(), info.get("seconds"))
+        return False
+    return callback
+
+
+def _summarize_trace(results: list[dict]) -> dict:
+    """Mean PSNR and seconds at each traced iteration reached by every row that has a trace."""
+    rows = [r["trace"] for r in results if r.get("trace")]
+    if not rows:
+        return {}
+    common = set(rows[0]).intersection(*rows[1:])
+    return {t: {"mean_psnr": float(np.mean([r[t]["psnr"] for r in rows])),
+                "mean_seconds": float(np.mean([r[t]["seconds"] for r in rows])), "n": len(rows)}
+            for t in sorted(common, key=int)}
 
 
 def _summarize_extra(results: list[dict]) -> dict:
@@ -125,9 +147,16 @@ def _select_cases(all_cases: list[Case], cases) -> list[Case]:
     return chosen
 
 
-def _load_images(protocol: Protocol, folder: Path, limit: int | None) -> list[tuple[str, np.ndarray]]:
+def _load_images(protocol: Protocol, folder: Path, limit: int | None,
+                 only: tuple | None) -> list[tuple[str, np.ndarray]]:
     images = []
-    for path in bench_data.list_images(folder):
+    paths = bench_data.list_images(folder)
+    if only is not None:
+        missing = sorted(set(only) - {p.stem for p in paths})
+        if missing:
+            raise ValueError(f"images {missing} not in {folder}")
+        paths = [p for p in paths if p.stem in only]
+    for path in paths:
         if protocol.color == "rgb" and protocol.gray_images == "skip":
             pixels = bench_data.load_image(path, "keep")
             if pixels.shape[2] == 1:
@@ -159,7 +188,8 @@ def _observation_for_display(prep: PreparedCase, task: str) -> torch.Tensor:
 def run_protocol(name: str, method: str | None = None, data_root=None, images=None,
                  limit: int | None = None, iters: int | None = None, cases=None,
                  device: str = "auto", precision: str = "auto", method_params: dict | None = None,
-                 progress: bool = True, save_images=None) -> dict:
+                 progress: bool = True, save_images=None, checkpoint=None, resume: bool = False,
+                 image_names=None) -> dict:
     """Run benchmark protocol ``name`` with one method.
 
     Parameters
@@ -176,6 +206,8 @@ def run_protocol(name: str, method: str | None = None, data_root=None, images=No
         A folder of clean images replacing the protocol's test set.
     limit : int, optional
         Only the first N usable images (sorted by file name).
+    image_names : list of str, optional
+        Only these images (file stems); default the protocol's ``image_names`` (all if None).
     iters : int, optional
         Iterations; default: the protocol's when its default method runs, else the
         method's own (paper) default.
@@ -191,6 +223,14 @@ def run_protocol(name: str, method: str | None = None, data_root=None, images=No
     save_images : path-like, optional
         Folder for per-case 8-bit PNGs ``<case_id>_{clean,degraded,restored}.png``
         (``degraded`` drawn in image space), used by ``report.write_report``.
+    checkpoint : path-like, optional
+        Write the results JSON here after every case (``summary.partial`` is true until the
+        last case), so a run that is killed keeps what it finished.
+    resume : bool
+        With ``checkpoint``: keep the finished cases of an existing checkpoint written with the
+        same protocol, method, iterations, parameters, precision and test set, and run only the
+        missing ones. A checkpoint from different settings is an error (delete it or pass
+        another path).
 
     Returns
     -------
@@ -217,13 +257,16 @@ def run_protocol(name: str, method: str | None = None, data_root=None, images=No
     params = dict(protocol.method_params) if is_default else {}
     params.update(method_params or {})
 
-    needs_root = images is None or protocol.kernels is not None
+    needs_root = images is None or (protocol.kernels is not None
+                                    and protocol.kernels not in bench_data.BUILTIN_KERNEL_SETS)
     root = bench_data.data_root(data_root) if needs_root else (
         Path(data_root).resolve() if data_root is not None else None)
     folder = Path(images).resolve() if images is not None else bench_data.dataset_dir(protocol.dataset, root)
     kernels = bench_data.load_kernels(protocol.kernels, root) if protocol.kernels else {}
     selected = _select_cases(protocol_cases(protocol, kernels), cases)
-    clean_images = _load_images(protocol, folder, limit)
+    # --image names a subset; otherwise the protocol's own (unless a folder replaces its test set)
+    only = tuple(image_names) if image_names else (protocol.image_names if images is None else None)
+    clean_images = _load_images(protocol, folder, limit, only)
 
     dev = resolve_device(device)
     prec = resolve_precision(precision, dev)
@@ -257,18 +300,48 @@ def run_protocol(name: str, method: str | None = None, data_root=None, images=No
 
     show_bar = bool(progress) and sys.stderr.isatty()
     total = len(clean_images) * len(selected)
-    results: list[dict] = []
+    results = _resumed_rows(checkpoint, settings) if (checkpoint is not None and resume) else []
+    done = {_row_key(r) for r in results}
+    if results and progress:
+        print(f"resuming from {checkpoint}: {len(results)} of {total} cases already done", flush=True)
     interrupted = False
+
+    def assemble(partial: bool) -> dict:
+        # what the method says its network ran with; methods without a network compute in fp32/fp64
+        env["precision"] = method_precision if method_precision is not None else "fp32"
+        summary = summarize(results)
+        extra = _summarize_extra(results)
+        if extra:
+            summary["extra"] = extra
+        trace = _summarize_trace(results)
+        if trace:
+            summary["trace"] = trace
+        if interrupted:
+            summary["interrupted"] = True
+        if partial:
+            summary["partial"] = True
+        return {"protocol": protocol.name, "method": method, "settings": settings,
+                "environment": env, "results": results, "summary": summary}
+
     try:
         for image, pixels in clean_images:
             for case in selected:
+                if (image, case.kernel, case.sigma, case.scale) in done:
+                    continue
                 prep = prepare_case(protocol, image, pixels, case,
                                     kernels.get(case.kernel) if case.kernel else None)
                 sigma = sigma_to_unit(case.sigma) if protocol.noise_known else None
+                kernel = kernels.get(case.kernel) if case.kernel else None
+                convention = dict(crop=protocol.crop_for(case, kernel), y_channel=protocol.y_channel,
+                                  quantize=protocol.quantize)
+                snapshots: dict[int, tuple] = {}
+                run_kw = {}
+                if protocol.trace_iters:
+                    run_kw["callback"] = _snapshot_callback(set(protocol.trace_iters), snapshots)
                 t0 = time.perf_counter()
                 res = info.run(prep.y, prep.operator, sigma=sigma, iters=iters, reference=prep.x,
                                seed=prep.seed, device=str(dev), precision=prec, progress=show_bar,
-                               **params)
+                               **run_kw, **params)
                 seconds = time.perf_counter() - t0
                 if method_precision is None and isinstance(res.settings.get("precision"), str):
                     method_precision = res.settings["precision"]
@@ -276,13 +349,13 @@ def run_protocol(name: str, method: str | None = None, data_root=None, images=No
                 if estimate.shape != prep.x.shape:
                     raise RuntimeError(f"method {method!r} returned shape {tuple(estimate.shape)} "
                                        f"for a {tuple(prep.x.shape)} image")
-                kernel = kernels.get(case.kernel) if case.kernel else None
-                convention = dict(crop=protocol.crop_for(case, kernel), y_channel=protocol.y_channel,
-                                  quantize=protocol.quantize)
                 row = {"image": image, "kernel": case.kernel, "sigma": case.sigma,
                        "scale": case.scale, "psnr": psnr(estimate, prep.x, **convention),
                        "ssim": ssim(estimate, prep.x, **convention), "seconds": seconds,
                        "iters": int(res.iters), "seed": prep.seed}
+                if snapshots:
+                    row["trace"] = {str(t): {"psnr": psnr(x, prep.x, **convention), "seconds": sec}
+                                    for t, (x, sec) in sorted(snapshots.items())}
                 if protocol.extra_metrics is not None:
                     context = {"run": info.run, "method": method, "iters": iters, "params": params,
                                "device": str(dev), "precision": prec, "convention": convention,
@@ -303,6 +376,8 @@ def run_protocol(name: str, method: str | None = None, data_root=None, images=No
                           f"{seconds:8.2f} s  {row['iters']} it", flush=True)
                 if res.interrupted:
                     raise KeyboardInterrupt
+                if checkpoint is not None:
+                    write_json_atomic(checkpoint, assemble(partial=len(results) < total))
     except KeyboardInterrupt:
         if not results:
             raise
@@ -310,13 +385,34 @@ def run_protocol(name: str, method: str | None = None, data_root=None, images=No
         if progress:
             print(f"interrupted: {len(results)} of {total} cases done", flush=True)
 
-    # what the method says its network ran with; methods without a network compute in fp32/fp64
-    env["precision"] = method_precision if method_precision is not None else "fp32"
-    summary = summarize(results)
-    extra = _summarize_extra(results)
-    if extra:
-        summary["extra"] = extra
-    if interrupted:
-        summary["interrupted"] = True
-    return {"protocol": protocol.name, "method": method, "settings": settings,
-            "environment": env, "results": results, "summary": summary}
+    return assemble(partial=len(results) < total)
+
+
+# settings that must agree for a checkpoint's rows to be reused
+_RESUME_KEYS = ("protocol", "method", "iters", "method_params", "images", "precision", "task",
+                "psnr", "boundary", "sr_filter", "missing", "pattern", "kernel_set")
+
+
+def _row_key(row: dict) -> tuple:
+    return (row["image"], row["kernel"], row["sigma"], row["scale"])
+
+
+def _resumed_rows(checkpoint, settings: dict) -> list[dict]:
+    """Finished rows of an earlier run with the same settings (see ``run_protocol``)."""
+    path = Path(checkpoint)
+    if not path.exists():
+        return []
+    try:
+        old = json.loads(path.read_text())
+        old_settings = old["settings"]
+        rows = old["results"]
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise ValueError(f"cannot resume from {path}: not a results JSON ({exc})") from exc
+    differing = [k for k in _RESUME_KEYS if old_settings.get(k) != settings.get(k)]
+    if differing:
+        raise ValueError(f"cannot resume from {path}: it was run with different {', '.join(differing)}; "
+                         "delete it or write to another --json path")
+    wanted = {(c["kernel"], c["sigma"], c["scale"]) for c in settings["cases"]}
+    names = set(settings["image_names"])
+    return [r for r in rows if not r.get("interrupted") and r["image"] in names
+            and (r["kernel"], r["sigma"], r["scale"]) in wanted]

@@ -6,7 +6,7 @@ import importlib
 from .base import METHODS, TASKS, MethodInfo, Progress, Result, get_method, register
 
 # Modules imported lazily so that `import deepprior` stays fast.
-_METHOD_MODULES = ("classic", "denoise", "daep", "dmsp", "dip")
+_METHOD_MODULES = ("classic", "denoise", "daep", "dmsp", "dip", "red", "deepred")
 
 # Best first; a method is skipped when it is not registered or needs DAE weights we do not ship.
 PREFERENCE = {

@@ -263,8 +263,13 @@ class _RunState:
 
 def _fit(net, z, y, operator, weights, n_obs, cfg: _Config, compute, gen, prog: Progress,
          t_offset: int, restart: int | None, reference, step_hook, state: _RunState,
-         out_hw: tuple[int, int]) -> tuple[torch.Tensor, dict]:
-    """One DIP run (one restart); returns the selected estimate and its record."""
+         out_hw: tuple[int, int], coupling=None) -> tuple[torch.Tensor, dict]:
+    """One DIP run (one restart); returns the selected estimate and its record.
+
+    ``coupling`` (DeepRED's ADMM state, ``methods/deepred.py``) adds ``coupling.loss(x)`` to the
+    data term, hears ``coupling.start(t)`` before each forward pass and ``coupling.update(t, x)``
+    after each accepted step; its ``record()`` joins this run's record.
+    """
     h, w = out_hw
     params = list(net.parameters())
     opt = torch.optim.Adam(params, lr=cfg.lr, **({"fused": True} if cfg.fused else {"foreach": True}))
@@ -279,6 +284,8 @@ def _fit(net, z, y, operator, weights, n_obs, cfg: _Config, compute, gen, prog: 
     trace: list[tuple[int, float, float]] = []
     reason, t = "budget", 0
     for t in range(1, cfg.iters + 1):
+        if coupling is not None:
+            coupling.start(t)
         zt = z if cfg.sigma_p <= 0 else compute.prepare_input(
             z + cfg.sigma_p * torch.randn(z.shape, generator=gen, device=z.device))
         with compute.autocast():
@@ -288,10 +295,16 @@ def _fit(net, z, y, operator, weights, n_obs, cfg: _Config, compute, gen, prog: 
         if weights is not None:
             r = r * weights
         loss = r.square().sum() / n_obs
-        value = float(loss.detach())  # the one host sync per step: backtracking and the stop rules need it
+        if coupling is None:
+            # the one host sync per step: backtracking and the stop rules need it
+            value = total_value = float(loss.detach())
+        else:
+            data_loss = loss
+            loss = loss + coupling.loss(x)
+            value, total_value = torch.stack((data_loss.detach(), loss.detach())).tolist()
         extra = {} if restart is None else {"restart": restart}
         if ckpt is not None and accepted_loss is not None and not (
-                math.isfinite(value) and value <= cfg.backtrack_factor * accepted_loss):
+                math.isfinite(total_value) and total_value <= cfg.backtrack_factor * accepted_loss):
             ckpt.restore()
             backtracks += 1
             lr *= cfg.backtrack_lr_factor
@@ -304,7 +317,7 @@ def _fit(net, z, y, operator, weights, n_obs, cfg: _Config, compute, gen, prog: 
             continue
         if ckpt is not None:
             ckpt.save()
-            accepted_loss = value
+            accepted_loss = total_value
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -312,6 +325,8 @@ def _fit(net, z, y, operator, weights, n_obs, cfg: _Config, compute, gen, prog: 
             step_hook(t, net, opt)
 
         x = x.detach()
+        if coupling is not None:
+            extra.update(coupling.update(t, x) or {})
         if cfg.ema is None:
             estimate = x
         else:
@@ -353,6 +368,8 @@ def _fit(net, z, y, operator, weights, n_obs, cfg: _Config, compute, gen, prog: 
               "wmv": {"window": wmv.window, "patience": wmv.patience, "best_iter": wmv.best_iter,
                       "best_var": None if wmv.best_iter is None else wmv.best_var,
                       "detect_iter": wmv.detect_iter}}
+    if coupling is not None:
+        record.update(coupling.record())
     if trace:
         record["psnr"] = _psnr_summary(trace, {"at_selected": selected_iter,
                                                "at_discrepancy": disc.iter,
@@ -370,7 +387,8 @@ def dip(y, operator, *, sigma=None, iters=None, callback=None, reference=None, s
         ema="preset", restarts=1, stop="auto", tau=1.0, wmv_window=WMV_WINDOW,
         wmv_patience=WMV_PATIENCE, backtrack=True, backtrack_factor=BACKTRACK_FACTOR,
         backtrack_lr_factor=0.5, arch=None, net=None, input=None, guide=None, fused=None,
-        step_hook: Callable | None = None, return_net=False, **params) -> Result:
+        step_hook: Callable | None = None, return_net=False, coupling: Callable | None = None,
+        **params) -> Result:
     """Deep Image Prior restoration for any operator (denoise, deblur, sr, inpaint, demosaic).
 
     Parameters
@@ -444,6 +462,11 @@ def dip(y, operator, *, sigma=None, iters=None, callback=None, reference=None, s
         tests).
     return_net : bool
         Put the last restart's network and input in ``extras['net']``, ``extras['z']``.
+    coupling : callable, optional
+        ``coupling(y_n, operator) -> term``, called once per fit: ``term.loss(x)`` is added
+        to the data term, ``term.start(t)`` runs before and ``term.update(t, x) -> dict``
+        after each accepted step (its dict joins the history entry), ``term.record()`` joins
+        the run record. DeepRED's ADMM (``methods/deepred.py``) is built on this.
 
     Returns
     -------
@@ -555,7 +578,8 @@ def dip(y, operator, *, sigma=None, iters=None, callback=None, reference=None, s
     images: list[torch.Tensor] = []
     last_net = last_z = None
     total = budget * restarts * y.shape[0]
-    with Progress(total, reference=ref, callback=callback, show=progress, desc="dip") as prog:
+    with Progress(total, reference=ref, callback=callback, show=progress,
+                  desc="dip" if coupling is None else "deepred") as prog:
         offset = 0
         for n in range(y.shape[0]):
             y_n = y[n:n + 1]
@@ -572,7 +596,8 @@ def dip(y, operator, *, sigma=None, iters=None, callback=None, reference=None, s
                                 None if guide_t is None else guide_t[min(n, guide_t.shape[0] - 1):][:1])
                 state.current = None
                 est, record = _fit(model, z, y_n, operator, weights, n_obs, cfg, compute, gen, prog,
-                                   offset, r if restarts > 1 else None, ref_n, step_hook, state, (h, w))
+                                   offset, r if restarts > 1 else None, ref_n, step_hook, state, (h, w),
+                                   None if coupling is None else coupling(y_n, operator))
                 offset = prog.history[-1]["iter"] if prog.history else offset
                 record.update(image=n, restart=r, seed=seed_r)
                 runs.append(record)

@@ -1,0 +1,99 @@
+"""RED (Regularization by Denoising): the fixed-point and steepest-descent solvers, the CG inner
+solver, a PSNR gain on small synthetic cases, and clear errors."""
+import pytest
+import torch
+import torch.nn.functional as F
+
+from deepprior.methods import get_method
+from deepprior.methods.red import RED_PRESETS, conjugate_gradient, red
+from deepprior.operators import Blur, Downsample, Identity, Mask, Mosaic
+from helpers import noisy, psnr
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+GAUSS = torch.tensor([1.0, 4.0, 6.0, 4.0, 1.0])
+GAUSS = (GAUSS[:, None] * GAUSS[None, :]) / 256
+
+
+def linear_smoother(x, sigma):
+    """A linear, symmetric 'denoiser' W x (circular 5×5 binomial filter): RED's conditions hold
+    exactly, so ρ(x) = ½xᵀ(I − W)x and ∇ρ = x − W x."""
+    c = x.shape[1]
+    k = GAUSS.to(x)[None, None].repeat(c, 1, 1, 1)
+    return F.conv2d(F.pad(x, (2, 2, 2, 2), mode="circular"), k, groups=c)
+
+
+def energy(x, y, op, lam):
+    return float(0.5 * (op.forward(x) - y).square().sum() + 0.5 * lam * (x * (x - linear_smoother(x, 0))).sum())
+
+
+def test_registered_for_every_task():
+    info = get_method("red")
+    assert set(info.tasks) == {"denoise", "deblur", "sr", "inpaint", "demosaic"}
+    assert set(RED_PRESETS) == set(info.tasks)
+
+
+def test_conjugate_gradient_solves_an_spd_system():
+    g = torch.Generator().manual_seed(0)
+    a = torch.randn(6, 6, generator=g, dtype=torch.float64)
+    spd = a @ a.T + 6 * torch.eye(6, dtype=torch.float64)
+    rhs = torch.randn(2, 1, 1, 6, generator=g, dtype=torch.float64)
+    x = conjugate_gradient(lambda v: v @ spd, rhs, torch.zeros_like(rhs), 6)  # exact in n steps
+    torch.testing.assert_close(x, torch.linalg.solve(spd, rhs.reshape(2, 6).T).T.reshape(2, 1, 1, 6))
+
+
+def test_one_fixed_point_step_for_denoising_is_eq11(gray):
+    y = noisy(gray, 0.1)
+    lam = 0.7
+    res = red(y, Identity(), iters=1, denoiser=linear_smoother, sigma_f=10, lam=lam, device="cpu")
+    x0 = y.clamp(0, 1)  # the default start: the observation, clipped
+    torch.testing.assert_close(res.image, ((y + lam * linear_smoother(x0, 0)) / (1 + lam)).clamp(0, 1))
+
+
+@pytest.mark.parametrize("solver", ["fixed-point", "sd"])
+def test_energy_descends_and_the_stationarity_residual_vanishes(solver, gray):
+    """With a linear symmetric f the RED energy is an exact quadratic: both solvers must descend
+    it monotonically and drive ‖Hᵀ(Hx − y) + λ(x − f(x))‖ towards 0."""
+    op = Blur(GAUSS, "circular")
+    y = noisy(op.forward(gray), 0.02)
+    lam = 0.3
+    res = red(y, op, iters=40, denoiser=linear_smoother, sigma_f=5, lam=lam, solver=solver, inner=3,
+              device="cpu", x0=y)
+    losses = [h["loss"] for h in res.history]
+    assert all(b <= a + 1e-6 for a, b in zip(losses, losses[1:]))
+    assert res.history[-1]["grad_norm"] < 0.05 * res.history[0]["grad_norm"]
+
+
+def test_deblurring_with_tv_gains_over_the_blurred_image(rgb):
+    op = Blur(GAUSS, "circular")
+    y = noisy(op.forward(rgb), 2 / 255)
+    res = red(y, op, iters=30, denoiser="tv", sigma_f=3, lam=0.02, device="cpu")
+    assert psnr(res.image, rgb) > psnr(y, rgb) + 1.5
+
+
+def test_denoising_with_the_preset_gains_clearly(rgb):
+    y = noisy(rgb, 25 / 255)
+    res = red(y, Identity(), sigma=25 / 255, iters=10, device="cpu")
+    assert res.settings["denoiser"] == "nlm" and res.settings["sigma_f"] == pytest.approx(12.5)
+    assert psnr(res.image, rgb) > psnr(y, rgb) + 2
+
+
+@pytest.mark.parametrize("op", [Downsample(2, "bicubic"), Mask(torch.rand(48, 48) > 0.5), Mosaic("RGGB")],
+                         ids=["sr", "inpaint", "demosaic"])
+def test_every_task_runs(op, rgb):
+    y = op.forward(rgb)
+    res = red(y, op, iters=2, denoiser="tv", device="cpu")
+    assert res.image.shape == rgb.shape and torch.isfinite(res.image).all()
+
+
+def test_clear_errors(gray):
+    with pytest.raises(ValueError, match="unknown denoiser"):
+        red(gray, Identity(), denoiser="bm4d", sigma=0.1)
+    with pytest.raises(ValueError, match="solver"):
+        red(gray, Identity(), solver="newton", sigma=0.1)
+    with pytest.raises(ValueError, match="lam"):
+        red(gray, Identity(), lam=-1, sigma=0.1)
+    with pytest.raises(ValueError, match="unknown parameter"):
+        red(gray, Identity(), sigma=0.1, mu=3)
+    with pytest.raises(ValueError, match="8-bit"):
+        red(gray, Identity(), sigma_f=300)

@@ -1,0 +1,14 @@
+"""The large-image part of `deepprior bench speed`: tiled DAE denoising gains and has no seams."""
+import pytest
+
+from deepprior.bench.speed import large_image_denoise
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+def test_tiled_denoising_of_a_large_image_has_no_seams():
+    res = large_image_denoise(megapixels=0.03, tile=128, seam_size=200, seam_tile=128, log=lambda *a: None)
+    big, seams = res["large"], res["seams"]
+    assert big["height"] * big["width"] == pytest.approx(30000, rel=0.02)
+    assert big["psnr_denoised"] > big["psnr_noisy"] + 5
+    assert abs(seams["psnr_difference"]) < 0.01 and seams["max_abs_difference"] < 1e-2
