@@ -44,8 +44,10 @@ def test_conjugate_gradient_solves_an_spd_system():
 
 def test_one_fixed_point_step_for_denoising_is_eq11(gray):
     y = noisy(gray, 0.1)
-    lam = 0.7
-    res = red(y, Identity(), iters=1, denoiser=linear_smoother, sigma_f=10, lam=lam, device="cpu")
+    lam = 0.7  # λ_eff = λ·σ₈²: RED's λ, data term divided by σ² in 8-bit units
+    res = red(y, Identity(), sigma=0.1, iters=1, denoiser=linear_smoother, sigma_f=10, lam=lam / 25.5 ** 2,
+              device="cpu")
+    assert res.settings["lam_eff"] == pytest.approx(lam)
     x0 = y.clamp(0, 1)  # the default start: the observation, clipped
     torch.testing.assert_close(res.image, ((y + lam * linear_smoother(x0, 0)) / (1 + lam)).clamp(0, 1))
 
@@ -57,8 +59,8 @@ def test_energy_descends_and_the_stationarity_residual_vanishes(solver, gray):
     op = Blur(GAUSS, "circular")
     y = noisy(op.forward(gray), 0.02)
     lam = 0.3
-    res = red(y, op, iters=40, denoiser=linear_smoother, sigma_f=5, lam=lam, solver=solver, inner=3,
-              device="cpu", x0=y)
+    res = red(y, op, sigma=0.02, iters=40, denoiser=linear_smoother, sigma_f=5, lam=lam / 5.1 ** 2,
+              solver=solver, inner=3, device="cpu", x0=y)
     losses = [h["loss"] for h in res.history]
     assert all(b <= a + 1e-6 for a, b in zip(losses, losses[1:]))
     assert res.history[-1]["grad_norm"] < 0.05 * res.history[0]["grad_norm"]
@@ -67,7 +69,7 @@ def test_energy_descends_and_the_stationarity_residual_vanishes(solver, gray):
 def test_deblurring_with_tv_gains_over_the_blurred_image(rgb):
     op = Blur(GAUSS, "circular")
     y = noisy(op.forward(rgb), 2 / 255)
-    res = red(y, op, iters=30, denoiser="tv", sigma_f=3, lam=0.02, device="cpu")
+    res = red(y, op, sigma=2 / 255, iters=30, denoiser="tv", sigma_f=3, lam=0.005, device="cpu")
     assert psnr(res.image, rgb) > psnr(y, rgb) + 1.5
 
 
@@ -75,6 +77,7 @@ def test_denoising_with_the_preset_gains_clearly(rgb):
     y = noisy(rgb, 25 / 255)
     res = red(y, Identity(), sigma=25 / 255, iters=10, device="cpu")
     assert res.settings["denoiser"] == "nlm" and res.settings["sigma_f"] == pytest.approx(12.5)
+    assert res.settings["lam_eff"] == pytest.approx(2.0)
     assert psnr(res.image, rgb) > psnr(y, rgb) + 2
 
 
@@ -84,6 +87,16 @@ def test_every_task_runs(op, rgb):
     y = op.forward(rgb)
     res = red(y, op, iters=2, denoiser="tv", device="cpu")
     assert res.image.shape == rgb.shape and torch.isfinite(res.image).all()
+
+
+def test_lambda_scales_with_the_noise_variance(gray):
+    """RED's λ multiplies σ₈² (the data term is divided by σ²): the same λ at twice the noise
+    regularises four times as strongly; noise-free data use σ₈ = 1."""
+    kw = dict(iters=1, denoiser="tv", lam=0.01, device="cpu")
+    assert red(gray, Identity(), sigma=10 / 255, **kw).settings["lam_eff"] == pytest.approx(1.0)
+    assert red(gray, Identity(), sigma=20 / 255, **kw).settings["lam_eff"] == pytest.approx(4.0)
+    op = Downsample(2, "bicubic")
+    assert red(op.forward(gray), op, sigma=0.0, **kw).settings["lam_eff"] == pytest.approx(0.01)
 
 
 def test_clear_errors(gray):

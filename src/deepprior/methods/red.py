@@ -2,22 +2,26 @@
 
 Romano, Elad & Milanfar (2017) regularise an inverse problem with a denoiser ``f``::
 
-    E(x) = ½‖Hx − y‖² + (λ/2)·xᵀ(x − f(x)),        ∇ρ(x) = x − f(x)
+    E(x) = ‖Hx − y‖² / (2σ²) + (λ/2)·xᵀ(x − f(x)),        ∇ρ(x) = x − f(x)
 
 (the prior's gradient needs no derivative of ``f`` under RED's conditions: local homogeneity,
-symmetric Jacobian). This is the DeepRED objective (DeepRED eq. 4) without the network, with
-the same unweighted data term, so one λ means the same thing in ``red`` and ``deepred``
-(Romano et al. weight the data term by 1/σ²; their λ equals ours divided by σ²).
-``½‖Hx − y‖²`` is summed over the observed entries (a ``Mask``'s zeros carry no data).
+symmetric Jacobian). λ is RED's, in its units: σ in 8-bit units (images in [0, 255]), so the
+iteration solves ``½‖Hx − y‖² + (λ_eff/2)·xᵀ(x − f(x))`` with ``λ_eff = λ·σ₈²`` — the
+DeepRED objective (eq. 4) without the network, whose λ is this λ_eff. The noise level σ₈ of y
+is given or estimated; noise-free data (super-resolution) use σ₈ = 1 (:data:`SIGMA8_FLOOR`).
+Weighting by σ² is what makes one λ work at every noise level: with a fixed unweighted λ,
+RED with our DAE fell to 20–22 dB on Levin at σ = 2.55 (noise amplified by the near-zeros
+of motion blurs) where λ·σ² gives the data term its proper weight.
+``‖Hx − y‖²`` is summed over the observed entries (a ``Mask``'s zeros carry no data).
 
 Solvers (RED §5):
 
 * ``'fixed-point'`` (default): zero the gradient with ``f`` frozen at the current iterate,
-  ``(HᵀH + λI)·x_{j+1} = Hᵀy + λ·f(x_j)`` — the x-update of DeepRED eq. (9)–(11) with the
-  data term in place of the ADMM penalty — solved by ``inner`` conjugate-gradient steps
-  warm-started at ``x_j`` (one exact step when ``H = I``: ``x = (y + λ f(x))/(1 + λ)``).
-* ``'sd'``: steepest descent ``x_{j+1} = x_j − c·[Hᵀ(Hx_j − y) + λ(x_j − f(x_j))]``
-  (DeepRED eq. 12 with the data term), ``c = 1/(‖H‖² + λ)``.
+  ``(HᵀH + λ_eff·I)·x_{j+1} = Hᵀy + λ_eff·f(x_j)`` — the x-update of DeepRED eq. (9)–(11)
+  with the data term in place of the ADMM penalty — solved by ``inner`` conjugate-gradient
+  steps warm-started at ``x_j`` (one exact step when ``H = I``).
+* ``'sd'``: steepest descent ``x_{j+1} = x_j − c·[Hᵀ(Hx_j − y) + λ_eff(x_j − f(x_j))]``
+  (DeepRED eq. 12 with the data term), ``c = 1/(‖H‖² + λ_eff)``.
 
 The denoiser runs once per outer iteration. Its noise level ``σ_f`` is a parameter of the
 regulariser, not the noise of ``y`` (DeepRED Table 1: σ_f = 3 or 5 on 8-bit images).
@@ -63,23 +67,28 @@ class REDPreset:
     sigma_f_factor: float = 1.0
 
 
-# Per task; ours unless a source is given, chosen by sweeps on small crops (ranges in brackets).
-# denoise (128² astronaut crop, σ = 25; σ_f ∈ {σ/3, σ/2, σ}, λ ∈ {0.5 … 16}): NLM at σ_f = σ/2,
-#   λ = 2 gave 27.11 dB — below one NLM pass (29.54): RED's fixed point over-smooths with NLM;
-#   with our DAE (σ_f = σ/3, λ = 4) 30.14 dB.
+# Per task, λ in RED's units (data term / σ₈²); ours unless a source is given, chosen by sweeps
+# on small crops (the values below are λ_eff = λ·σ₈² of those sweeps, converted).
+# denoise (128² astronaut crop, σ = 25; σ_f ∈ {σ/3, σ/2, σ}, λ_eff ∈ {0.5 … 16}): NLM at σ_f = σ/2,
+#   λ_eff = 2 (λ = 2/25² = 0.0032) gave 27.11 dB — below one NLM pass (29.54): RED's fixed point
+#   over-smooths with NLM; with our DAE (σ_f = σ/3, λ_eff = 4) 30.14 dB.
 # deblur (128² butterfly crop, 9×9 uniform blur, σ = √2, 200 iterations, PSNR on Y; σ_f ∈ {3, 5,
-#   10}, λ ∈ {0.005 … 1}): DAE σ_f = 3, λ = 0.05 → 29.41 dB, NLM σ_f = 5, λ = 0.1 → 27.83 dB.
-#   DeepRED's own λ = 0.02 with NLM σ_f = 3 is far too weak without the network (19.0 dB: the
-#   deconvolution amplifies the noise). inpaint/demosaic reuse the deblurring row.
-# sr: DeepRED Table 1's regulariser (BM3D, σ_f = 5, λ = 0.05), as the paper's "RED [FP-BM3D]".
+#   10}, λ_eff ∈ {0.005 … 1}): DAE σ_f = 3, λ_eff = 0.05 (λ = 0.025) → 29.41 dB; NLM σ_f = 5,
+#   λ_eff = 0.1 → 27.83 dB. (RED's own deblurring λ is 0.02, with TNRD.) On the 8 cases of
+#   deepred-deblur-color the DAE row peaks near 100 iterations (30.21 dB mean at 100, 30.11 at
+#   200: the CG steps slowly amplify noise), hence 100 iterations. inpaint/demosaic reuse it.
+# sr: DeepRED Table 1's regulariser (BM3D, σ_f = 5, λ = 0.05) on noise-free data (σ₈ = 1), as
+#   the paper's "RED [FP-BM3D]".
 RED_PRESETS = {
-    "denoise": REDPreset("nlm", None, 2.0, 30, "ours: sweep on a 128² crop, σ = 25 (see source)",
+    "denoise": REDPreset("nlm", None, 0.0032, 30, "ours: sweep on a 128² crop, σ = 25 (see source)",
                          sigma_f_factor=0.5),
-    "deblur": REDPreset("dae", 3.0, 0.05, 200, "ours: sweep on a 128² crop (see source)"),
+    "deblur": REDPreset("dae", 3.0, 0.025, 100, "ours: sweep on a 128² crop (see source)"),
     "sr": REDPreset("bm3d", 5.0, 0.05, 100, "DeepRED Table 1 SISR regulariser (BM3D, σ_f 5, λ 0.05)"),
-    "inpaint": REDPreset("dae", 3.0, 0.05, 200, "the deblurring row (ours)"),
-    "demosaic": REDPreset("dae", 3.0, 0.05, 200, "the deblurring row (ours)"),
+    "inpaint": REDPreset("dae", 3.0, 0.025, 100, "the deblurring row (ours)"),
+    "demosaic": REDPreset("dae", 3.0, 0.025, 100, "the deblurring row (ours)"),
 }
+# σ₈ used in λ_eff = λ·σ₈² for noise-free observations (σ = 0)
+SIGMA8_FLOOR = 1.0
 
 
 def make_denoiser(denoiser, compute) -> tuple[Callable, str]:
@@ -118,7 +127,7 @@ def conjugate_gradient(apply, rhs: torch.Tensor, x0: torch.Tensor, iters: int) -
 def red(y, operator, *, sigma=None, iters=None, callback=None, reference=None, seed=0,
         device="auto", precision="auto", progress=False, denoiser=None, sigma_f=None, lam=None,
         solver="fixed-point", inner=5, x0=None, **params) -> Result:
-    """RED restoration: minimise ``½‖Hx − y‖² + (λ/2)·xᵀ(x − f(x))``.
+    """RED restoration: minimise ``‖Hx − y‖²/(2σ²) + (λ/2)·xᵀ(x − f(x))`` (σ in 8-bit units).
 
     Parameters
     ----------
@@ -127,8 +136,8 @@ def red(y, operator, *, sigma=None, iters=None, callback=None, reference=None, s
     operator : Operator
         ``H`` (any task of :data:`RED_TASKS`).
     sigma : float, optional
-        Noise std of y in [0, 1] units; used only where σ_f defaults to it (denoising).
-        Estimated from y when needed and not given.
+        Noise std of y in [0, 1] units: sets λ_eff = λ·(255σ)² (and σ_f when denoising).
+        Estimated from y when not given; 0 (noise-free) uses σ₈ = :data:`SIGMA8_FLOOR`.
     iters : int, optional
         Outer iterations = denoiser calls (default per task, :data:`RED_PRESETS`).
     denoiser : str or callable, optional
@@ -138,7 +147,7 @@ def red(y, operator, *, sigma=None, iters=None, callback=None, reference=None, s
         The denoiser's noise level in **8-bit units** (as DeepRED Table 1: 3, 5); default
         per task (denoising: half the noise level of y).
     lam : float, optional
-        RED weight λ (relative to the unweighted data term); default per task.
+        RED weight λ in RED's units (data term divided by σ₈²); default per task.
     solver : {'fixed-point', 'sd'}
         See the module docstring.
     inner : int
@@ -149,8 +158,8 @@ def red(y, operator, *, sigma=None, iters=None, callback=None, reference=None, s
     Returns
     -------
     Result
-        History: ``loss`` = E(x) evaluated with the last f(x) (``½‖Hx − y‖² + λ/2 xᵀ(x − f)``)
-        and ``grad_norm`` = ‖Hᵀ(Hx − y) + λ(x − f(x))‖/√N, the RED stationarity residual.
+        History: ``loss`` = ½‖Hx − y‖² + λ_eff/2·xᵀ(x − f) with the last f(x) (E(x)·σ₈²/255²),
+        and ``grad_norm`` = ‖Hᵀ(Hx − y) + λ_eff(x − f(x))‖/√N, the RED stationarity residual.
     """
     if params:
         raise ValueError(f"red: unknown parameter(s) {sorted(params)}")
@@ -168,12 +177,18 @@ def red(y, operator, *, sigma=None, iters=None, callback=None, reference=None, s
     if lam <= 0:
         raise ValueError(f"lam must be positive, got {lam}")
     f, f_name = make_denoiser(preset.denoiser if denoiser is None else denoiser, compute)
-    if sigma_f is None and preset.sigma_f is None:
-        if sigma is None:
-            from .prior import estimate_sigma
+    sigma_source = "given"
+    if sigma is None:
+        from .prior import estimate_sigma
 
-            sigma = estimate_sigma(y, operator)
-        sf = preset.sigma_f_factor * float(sigma)
+        sigma, sigma_source = estimate_sigma(y, operator), "estimated"
+    sigma = float(sigma)
+    if not 0 <= sigma <= 1:
+        raise ValueError(f"sigma must be in [0, 1] units, got {sigma:g}")
+    sigma8 = max(255 * sigma, SIGMA8_FLOOR)
+    lam_eff = lam * sigma8 ** 2
+    if sigma_f is None and preset.sigma_f is None:
+        sf = preset.sigma_f_factor * sigma
     else:
         sf = sigma_to_unit(preset.sigma_f if sigma_f is None else float(sigma_f))
     if not 0 <= sf <= 1:
@@ -185,7 +200,7 @@ def red(y, operator, *, sigma=None, iters=None, callback=None, reference=None, s
     hty = operator.adjoint(y)
     step = None
     if solver == "sd":
-        step = 1.0 / (_operator_norm_sq(operator, tuple(x.shape), seed_everything(seed), dev) + lam)
+        step = 1.0 / (_operator_norm_sq(operator, tuple(x.shape), seed_everything(seed), dev) + lam_eff)
     n = x[0].numel()
     f_seconds = 0.0
     with Progress(iters, reference=None if reference is None else torch.as_tensor(reference).to(dev),
@@ -194,18 +209,19 @@ def red(y, operator, *, sigma=None, iters=None, callback=None, reference=None, s
             t0 = time.perf_counter()
             fx = f(x, sf).to(dev, torch.float32)
             f_seconds += time.perf_counter() - t0
-            grad = operator.adjoint(operator.forward(x) - y) + lam * (x - fx)
+            grad = operator.adjoint(operator.forward(x) - y) + lam_eff * (x - fx)
             if solver == "sd":  # DeepRED eq. (12) with the data term
                 x = x - step * grad
             elif identity:  # eq. (11) with H = I: exact
-                x = (y + lam * fx) / (1 + lam)
+                x = (y + lam_eff * fx) / (1 + lam_eff)
             else:  # (HᵀH + λI) x = Hᵀy + λ f(x_j), warm-started CG
-                x = conjugate_gradient(lambda v: operator.normal(v) + lam * v, hty + lam * fx, x, inner)
+                x = conjugate_gradient(lambda v: operator.normal(v) + lam_eff * v, hty + lam_eff * fx, x, inner)
             residual = operator.forward(x) - y
-            loss = 0.5 * residual.square().sum() + 0.5 * lam * (x * (x - fx)).sum()
+            loss = 0.5 * residual.square().sum() + 0.5 * lam_eff * (x * (x - fx)).sum()
             if prog.log(t, x.clamp(0, 1), float(loss), grad_norm=float(grad.norm()) / n ** 0.5):
                 break
     settings = {"method": "red", "denoiser": f_name, "sigma_f": sf * 255, "sigma_f_units": "8-bit",
-                "lam": lam, "solver": solver, "inner": int(inner), "iters": iters, "step": step,
+                "lam": lam, "lam_eff": lam_eff, "sigma": sigma, "sigma_source": sigma_source,
+                "sigma8_for_lambda": sigma8, "solver": solver, "inner": int(inner), "iters": iters, "step": step,
                 "preset_source": preset.source, "denoiser_seconds": f_seconds, **compute.to_dict()}
     return Result(x.clamp(0, 1).to(out_device), prog.history, settings, interrupted=prog.interrupted)
