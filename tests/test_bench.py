@@ -302,3 +302,28 @@ def test_partial_checkpoint_marks_summary(images, tmp_path, monkeypatch):
     saved = json.loads(ckpt.read_text())
     assert len(saved["results"]) == 1 and saved["summary"]["partial"] is True
     assert res["summary"]["interrupted"] is True and res["summary"]["partial"] is True
+
+
+def test_trace_rows_and_psnr_vs_seconds_plot(images, tmp_path):
+    """A protocol with trace_iters scores the running estimate at those iterations in its own
+    convention; the plot draws the summary trace and refuses results without one."""
+    import dataclasses
+
+    from deepprior.bench import protocols as P
+    from deepprior.bench.report import plot_psnr_vs_seconds
+
+    traced = dataclasses.replace(get_protocol("classic-denoise-set12"), name="traced-tv", trace_iters=(1, 3, 99))
+    P.register_protocol(traced)
+    try:
+        res = run_protocol("traced-tv", images=images, limit=1, iters=4, cases={"sigma": [25]},
+                           device="cpu", precision="fp32", progress=False)
+    finally:
+        P.PROTOCOLS.pop("traced-tv")
+    row = res["results"][0]
+    assert set(row["trace"]) == {"1", "3"}  # 99 is never reached
+    assert row["trace"]["3"]["psnr"] > row["trace"]["1"]["psnr"]
+    assert res["summary"]["trace"]["3"]["mean_psnr"] == row["trace"]["3"]["psnr"]
+    png = plot_psnr_vs_seconds([res], tmp_path / "t.png")
+    assert png.stat().st_size > 1000
+    with pytest.raises(ValueError, match="trace"):
+        plot_psnr_vs_seconds([{"summary": {}}], tmp_path / "none.png")

@@ -426,6 +426,34 @@ def _cmd_explain(args) -> int:
     return 0
 
 
+# --------------------------------------------------------------------------- plot-trace
+
+def _add_plot_trace(sub):
+    p = sub.add_parser("plot-trace", help="PSNR against seconds along the runs of benchmark JSONs (PNG)")
+    p.add_argument("results", nargs="+", help="results JSONs written by `deepprior bench`")
+    p.add_argument("-o", "--output", required=True, help="PNG to write")
+    p.add_argument("--label", action="append", help="legend label per JSON, in order (repeatable)")
+    p.add_argument("--title", default="")
+    p.set_defaults(func=_cmd_plot_trace)
+
+
+def _cmd_plot_trace(args) -> int:
+    from .bench.report import plot_psnr_vs_seconds
+
+    results = []
+    for path in args.results:
+        try:
+            results.append(json.loads(Path(path).read_text()))
+        except (OSError, json.JSONDecodeError) as exc:
+            raise CLIError(f"cannot read results JSON {path}: {exc}") from exc
+    try:
+        out = plot_psnr_vs_seconds(results, args.output, labels=args.label, title=args.title)
+    except ValueError as exc:
+        raise CLIError(str(exc)) from exc
+    print(f"wrote {out}")
+    return 0
+
+
 # --------------------------------------------------------------------------- dip-app
 
 def _add_dip_app(sub):
@@ -443,7 +471,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"deepprior {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
     for add in (_add_demo, _add_degrade, _add_restore, _add_methods, _add_bench, _add_train_dae,
-                _add_explain, _add_dip_app):
+                _add_explain, _add_dip_app, _add_plot_trace):
         add(sub)
     return parser
 

@@ -166,3 +166,44 @@ def write_report(result_json: dict, path_md, image_dir=None) -> Path:
     # the same atomic write (temporary file + os.replace) as every file io.py writes
     _atomic_write_bytes(path_md, render_report(result_json, image_lines).encode("utf-8"))
     return path_md
+
+
+def plot_psnr_vs_seconds(results: list[dict], png, labels: list[str] | None = None, title: str = "") -> Path:
+    """PSNR against wall time along the runs: one line per results JSON, from the per-row
+    ``trace`` (PSNR in the protocol's convention at fixed iterations; ``summary['trace']``
+    averages the rows), marked with the iteration counts. JSONs without a trace are skipped.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4.5), dpi=110)
+    drawn = 0
+    for i, res in enumerate(results):
+        trace = res.get("summary", {}).get("trace")
+        if not trace:
+            continue
+        its = sorted(trace, key=int)
+        secs = [trace[t]["mean_seconds"] for t in its]
+        psnrs = [trace[t]["mean_psnr"] for t in its]
+        label = labels[i] if labels and i < len(labels) else f"{res['protocol']} / {res['method']}"
+        ax.plot(secs, psnrs, marker="o", ms=3, label=f"{label} (n={trace[its[0]]['n']})")
+        for t, s, p in zip(its, secs, psnrs):
+            ax.annotate(t, (s, p), fontsize=6, xytext=(2, -8), textcoords="offset points")
+        drawn += 1
+    if not drawn:
+        plt.close(fig)
+        raise ValueError("none of the results has a PSNR trace (protocols with trace_iters record one)")
+    ax.set_xscale("log")
+    ax.set_xlabel("seconds (log scale; numbers: iterations)")
+    ax.set_ylabel("mean PSNR (dB), protocol convention")
+    ax.set_title(title or "PSNR along the run", fontsize=9)
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    out = Path(png)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out)
+    plt.close(fig)
+    return out
