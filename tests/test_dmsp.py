@@ -202,13 +202,30 @@ def test_kernel_blind_recovers_the_kernel_with_an_oracle_prior(gray64):
                                                   generator=torch.Generator().manual_seed(0))
     placeholder = Blur(prior.delta_kernel((9, 9)), "valid")  # only its size and boundary are used
     res = dmsp_mod.dmsp(y, placeholder, sigma=None, iters=600, kernel_blind=True,
-                        denoiser=Oracle(gray64), device="cpu")
+                        kernel_estimator="joint", denoiser=Oracle(gray64), device="cpu")
     k_est = torch.from_numpy(res.extras["kernel"]).float()
     k_init = prior.initial_kernel(9, "gaussian")
     assert res.settings["mode"] == "NA+KE" and res.settings["kernel_size"] == [9, 9]
     assert float(k_est.min()) >= 0 and float(k_est.sum()) == pytest.approx(1.0, abs=1e-5)
     err_init, err_est = float((k_init - k_true).norm()), float((k_est - k_true).norm())
     assert err_est < 0.7 * err_init, (err_init, err_est)
+
+
+def test_kernel_blind_l0_estimates_first_then_restores_non_blind(gray64):
+    """Default kernel-blind path: the kernel estimate is used unchanged by an NA restoration."""
+    k_true = motion_kernel()
+    op = Blur(k_true, "valid")
+    y = op.forward(gray64) + 0.01 * torch.randn(op.output_shape(gray64.shape),
+                                                  generator=torch.Generator().manual_seed(0))
+    res = dmsp_mod.dmsp(y, Blur(prior.delta_kernel((9, 9)), "valid"), iters=5, kernel_blind=True,
+                        denoiser=Oracle(gray64), device="cpu", kernel_params={"inner": 4})
+    expected = dmsp_mod.estimate_kernel(y, (9, 9), inner=4)
+    torch.testing.assert_close(torch.from_numpy(res.extras["kernel"]).float(), expected)
+    s = res.settings
+    assert s["mode"] == "NA+KE" and s["iters"] == 5 and s["alpha"] == 0.1 and s["mu"] == 0.9
+    assert s["kernel_estimator"] == "l0" and s["kernel_params"] == {"inner": 4}
+    with pytest.raises(ValueError, match="kernel_estimator"):
+        dmsp_mod.dmsp(y, op, iters=1, kernel_blind=True, kernel_estimator="magic", dae=tiny_dae())
 
 
 @needs_weights
@@ -355,7 +372,7 @@ def test_meanshift_protocols_registered_with_their_conventions():
     sr = get_protocol("sr-set5")
     assert (sr.crop_for(Case(scale=3)), sr.y_channel, sr.quantize, sr.method) == (3, False, True, "daep")
     blind = get_protocol("levin-blind")
-    assert blind.method_params == {"kernel_blind": True, "noise_blind": True} and blind.iters == 1000
+    assert blind.method_params == {"kernel_blind": True, "noise_blind": True} and blind.iters is None
     assert not blind.noise_known and blind.extra_metrics is not None
     assert get_protocol("demosaic").extra_metrics is not None
     assert get_protocol("berkeley-deblur").kernels == "schelten_dmsp5"

@@ -142,8 +142,9 @@ def _add_restore(sub):
     p.add_argument("--noise-blind", action="store_true",
                    help="noise-adaptive restoration, no --sigma needed (dmsp: DMSP eq. 21-22)")
     p.add_argument("--kernel-blind", action="store_true",
-                   help="estimate the blur kernel as well (dmsp NA+KE, DMSP §4); without --kernel the "
-                        "operator starts from a small Gaussian of --kernel-size; writes OUTPUT_kernel.npy/.png")
+                   help="estimate the blur kernel as well (dmsp NA+KE, DMSP §4): coarse-to-fine estimate, then "
+                        "noise-adaptive DMSP (--param kernel_estimator=joint: the paper's joint descent); "
+                        "give --kernel-size N (or --kernel for the size); writes OUTPUT_kernel.npy/.png")
     p.add_argument("--kernel-size", type=int, metavar="N", help="--kernel-blind: size N of the N×N kernel")
     p.add_argument("--bit-depth", type=int, choices=(8, 16), default=8)
     p.add_argument("--quiet", action="store_true", help="no progress bar")

@@ -6,7 +6,8 @@ vector (eq. 14), evaluated at a noisy copy of the estimate (eq. 19) — one DAE 
 iteration, no back-propagation. Modes (Table 1):
 
 * **NB** (non-blind, σ_n known), **NA** (noise-adaptive: σ_n re-estimated every step, eq. 21-22),
-* **NA+KE** (noise- and kernel-blind: the blur kernel is estimated jointly, §4),
+* **NA+KE** (noise- and kernel-blind, §4: the kernel by the joint descent of Table 1, or — our
+  default — estimated first, coarse to fine, see ``kernel_estimation``),
 * σ_n = 0 (super-resolution, noise-free data): prior weight decreased towards zero (§5.3),
 * demosaicking: two stages with σ_n = 2.5 then 1 (8-bit) and a DAE at σ₁ = 3 (§5.4).
 
@@ -29,6 +30,7 @@ import math
 import torch
 
 from ..compute import get_compute
+from .kernel_estimation import estimate_kernel
 from .base import Progress, Result, register, seed_everything
 from .prior import (blur_objective_gradient, check_task, data_gradient, draw_noise, find_blur,
                     initial_estimate, initial_kernel, kernel_noise_trace, lift_gray_to_rgb,
@@ -108,7 +110,7 @@ def _with_kernel(operator, blur, kernel):
 def dmsp(y, operator, *, sigma=None, iters=None, callback=None, reference=None, seed=0,
          device="auto", precision="auto", progress=False, weights=None, dae=None, denoiser=None,
          noise_blind=False, kernel_blind=False, kernel_size=None, kernel_init="gaussian",
-         kernel_init_std=None, sigma_dae=None, alpha=None, mu=None, alpha_k=0.005, mu_k=0.995,
+         kernel_init_std=None, kernel_estimator="l0", kernel_params=None, sigma_dae=None, alpha=None, mu=None, alpha_k=0.005, mu_k=0.995,
          stages=None, data_scale="auto", x0=None, **params) -> Result:
     """Restore ``y = A x + n`` with the deep mean-shift prior (DMSP).
 
@@ -124,7 +126,7 @@ def dmsp(y, operator, *, sigma=None, iters=None, callback=None, reference=None, 
         prior weight 1/√t (§5.3); ``None``: noise-adaptive (NA, eq. 21–22), which needs no σ_n —
         except demosaicking, where None and 0 select the two stages of §5.4.
     iters : int, optional
-        Iterations; default 300 (§5), 1000 when ``kernel_blind`` (§5.2).
+        Iterations; default 300 (§5), 1000 for the joint kernel-blind descent (§5.2).
     weights : path-like, optional
         DAE weights (``.safetensors``); default: the shipped DAE for the image's channels.
     dae : DAE, optional
@@ -137,20 +139,29 @@ def dmsp(y, operator, *, sigma=None, iters=None, callback=None, reference=None, 
         Noise- and kernel-blind (NA+KE, §4): the operator must be a ``Blur``; only its kernel's
         size and its boundary are used unless ``kernel_init='operator'``. ``Result.extras['kernel']``
         is the estimate (NumPy 2-D, MATLAB orientation, sums to 1).
+    kernel_estimator : {'l0', 'joint'}
+        Kernel-blind: ``'l0'`` (default) estimates the kernel first, coarse to fine with an L0
+        gradient prior (``kernel_estimation.estimate_kernel``, options in ``kernel_params``),
+        then restores the image NA non-blind with it (300 iterations, α = 0.1, μ = 0.9).
+        ``'joint'`` is the paper's Table 1 KE descent interleaved with the image steps (1000
+        iterations). 'l0' is the default because the joint descent does not recover Levin's
+        kernels (see the ``kernel_estimation`` module docstring for the measurements).
+    kernel_params : dict, optional
+        Keyword options of ``estimate_kernel`` (``lam``, ``gamma``, ``inner``, ...).
     kernel_size : int, optional
         Kernel-blind: size of the estimated kernel (default: the operator's kernel size). With
         a 'valid' blur it must equal the operator's, since it fixes the image size.
     kernel_init : {'gaussian', 'delta', 'operator'}
-        Kernel-blind start: a small centred Gaussian (default; std ``kernel_init_std`` or
+        Kernel-blind ('joint'; 'operator' also for 'l0', which then skips the estimate) start: a small centred Gaussian (default; std ``kernel_init_std`` or
         max(1, size/10) px), the delta, or the operator's own kernel.
     sigma_dae : float, optional
         σ₁ of the DAE = σ₂ of the noise added before it ([0, 1] units); default 11/255 (§5),
         3/255 for demosaicking (§5.4). A fixed-σ DAE imposes its own σ.
     alpha, mu : float, optional
-        Image step size and momentum (eq. 20): 0.1 and 0.9 (§5); 0.3 and 0.7 when kernel-blind
-        (§5.2).
+        Image step size and momentum (eq. 20): 0.1 and 0.9 (§5); 0.3 and 0.7 for the joint
+        kernel-blind descent (§5.2).
     alpha_k, mu_k : float
-        Kernel step size and momentum: 0.005 and 0.995 (§5.2).
+        Joint kernel step size and momentum: 0.005 and 0.995 (§5.2).
     stages : sequence of (sigma_n, fraction), optional
         Run successive NB stages with these σ_n ([0, 1] units) for these fractions of the
         iterations (default for demosaicking: ((2.5/255, 1/3), (1/255, 2/3))).
@@ -187,6 +198,9 @@ def dmsp(y, operator, *, sigma=None, iters=None, callback=None, reference=None, 
 
     blur = find_blur(operator)
     kernel = None
+    if kernel_estimator not in ("l0", "joint"):
+        raise ValueError(f"kernel_estimator must be 'l0' or 'joint', got {kernel_estimator!r}")
+    estimated = kernel_blind and kernel_estimator == "l0"
     if kernel_blind:
         if blur is None or blur is not operator:
             raise ValueError("kernel_blind needs a Blur operator (task 'deblur')")
@@ -200,15 +214,18 @@ def dmsp(y, operator, *, sigma=None, iters=None, callback=None, reference=None, 
             shape = ks
         if kernel_init == "operator":
             kernel = project_kernel(blur.kernel.detach().to(dev, torch.float32))
+        elif estimated:
+            kernel = estimate_kernel(y, shape, **(kernel_params or {})).to(dev)
         else:
             kernel = initial_kernel(shape, kernel_init, kernel_init_std, torch.float32, dev)
         operator = _with_kernel(operator, blur, kernel)
         blur = find_blur(operator)
         noise_blind = True
+    joint = kernel_blind and not estimated  # Table 1 KE steps inside the loop
 
-    iters = (1000 if kernel_blind else 300) if iters is None else int(iters)
-    alpha = (0.3 if kernel_blind else 0.1) if alpha is None else float(alpha)
-    mu = (0.7 if kernel_blind else 0.9) if mu is None else float(mu)
+    iters = (1000 if joint else 300) if iters is None else int(iters)
+    alpha = (0.3 if joint else 0.1) if alpha is None else float(alpha)
+    mu = (0.7 if joint else 0.9) if mu is None else float(mu)
 
     # --- the noise model: one or several stages of (mode, σ_n)
     if noise_blind:
@@ -248,9 +265,9 @@ def dmsp(y, operator, *, sigma=None, iters=None, callback=None, reference=None, 
                              f"{operator.input_shape(tuple(y.shape))}")
     x_shape = tuple(x.shape)
     n_meas = measurement_count(operator, y)
-    trace = None if "NA" not in modes or kernel_blind else noise_trace(operator, x_shape, dev)
+    trace = None if "NA" not in modes or joint else noise_trace(operator, x_shape, dev)
     step = torch.zeros_like(x)
-    k_vel = torch.zeros_like(kernel) if kernel_blind else None
+    k_vel = torch.zeros_like(kernel) if joint else None
     ref = None if reference is None else torch.as_tensor(reference, dtype=torch.float32).to(dev)
     lam = float("nan")
     schedule = [(m, s) for m, s, n in plan for _ in range(n)]
@@ -262,7 +279,7 @@ def dmsp(y, operator, *, sigma=None, iters=None, callback=None, reference=None, 
             r = operator.forward(x) - y
             res_sq = float(r.pow(2).sum())
             if stage_mode == "NA":
-                tr = float(kernel_noise_trace(blur, kernel, x_shape)) if kernel_blind else trace
+                tr = float(kernel_noise_trace(blur, kernel, x_shape)) if joint else trace
                 lam = noise_adaptive_lambda(res_sq, n_meas, sigma2, tr)
                 w = lam / (lam + 1 / (s1 * s1))
             elif stage_mode == "NB":
@@ -272,11 +289,11 @@ def dmsp(y, operator, *, sigma=None, iters=None, callback=None, reference=None, 
                 w = 1.0 - noise_free_prior_weight(t)
                 lam = float("inf")
             g = w * data_gradient(operator, r, c_scale) + (1 - w) * prior_grad
-            if kernel_blind:  # Table 1 KE, from the same x_{t−1}, k_{t−1} as the image step
+            if joint:  # Table 1 KE, from the same x_{t−1}, k_{t−1} as the image step
                 kernel, k_vel, _ = kernel_step(blur, kernel, k_vel, x, y, sigma2, alpha_k, mu_k)
             step = mu * step - alpha * g
             x = (x + step).clamp(0, 1)
-            if kernel_blind:
+            if joint:
                 operator = _with_kernel(operator, blur, kernel)
                 blur = find_blur(operator)
             if prog.log(t, x, res_sq / n_meas, **{"lambda": lam}):
@@ -296,9 +313,13 @@ def dmsp(y, operator, *, sigma=None, iters=None, callback=None, reference=None, 
     if "NA" in modes:
         extras["sigma_n"] = math.sqrt(1 / lam) if lam > 0 and math.isfinite(lam) else None
     if kernel_blind:
-        settings.update(kernel_blind=True, kernel_size=list(kernel.shape), kernel_init=kernel_init,
-                        kernel_init_std=kernel_init_std, alpha_k=alpha_k, mu_k=mu_k,
-                        boundary=blur.boundary)
+        settings.update(kernel_blind=True, kernel_size=list(kernel.shape),
+                        kernel_estimator=kernel_estimator, boundary=blur.boundary)
+        if estimated:
+            settings["kernel_params"] = dict(kernel_params or {})
+        else:
+            settings.update(kernel_init=kernel_init, kernel_init_std=kernel_init_std,
+                            alpha_k=alpha_k, mu_k=mu_k)
         extras["kernel"] = kernel.detach().cpu().numpy().astype("float64")
     if params:
         settings["ignored_params"] = sorted(params)
