@@ -2,6 +2,7 @@
 import pytest
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 
 from deepprior.nets.hourglass import (PRESETS, NetSpec, build_net, center_crop, get_preset,
                                       padded_size, reflect_pad, with_arch)
@@ -100,3 +101,18 @@ def test_zero_padding_and_arch_variants():
         NetSpec(n_down=(4, 4), n_up=(4, 4, 4))
     with pytest.raises(ValueError):
         with_arch(TINY, "vgg")
+
+
+def test_padding_and_upsampling_keep_bf16_under_autocast():
+    """No fp32 round trip between bf16 convolutions (CPU autocast upcasts pad/interpolate)."""
+    from deepprior.nets.hourglass import _Pad, upsample2
+
+    x = torch.rand(1, 4, 6, 6, generator=torch.Generator().manual_seed(0))
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        padded = _Pad(2)(x.bfloat16())
+        up = upsample2(x.bfloat16(), "bilinear")
+    assert padded.dtype == torch.bfloat16 and up.dtype == torch.bfloat16
+    torch.testing.assert_close(padded.float(), F.pad(x.bfloat16().float(), (2,) * 4, mode="reflect"))
+    ref = F.interpolate(x, scale_factor=2, mode="bilinear", align_corners=False)
+    torch.testing.assert_close(up.float(), ref, atol=2e-2, rtol=0)
+    torch.testing.assert_close(upsample2(x, "nearest"), F.interpolate(x, scale_factor=2, mode="nearest"))
