@@ -12,3 +12,11 @@ def test_tiled_denoising_of_a_large_image_has_no_seams():
     assert big["height"] * big["width"] == pytest.approx(30000, rel=0.02)
     assert big["psnr_denoised"] > big["psnr_noisy"] + 5
     assert abs(seams["psnr_difference"]) < 0.01 and seams["max_abs_difference"] < 1e-2
+
+
+def test_deepred_concurrency_times_both_modes():
+    from deepprior.bench.speed import deepred_concurrency
+
+    r = deepred_concurrency(32, channels=1, precision="fp32", n=10, log=lambda *_: None)
+    assert r["serial"] > 0 and r["concurrent"] > 0
+    assert r["speedup"] == pytest.approx(r["serial"] / r["concurrent"])

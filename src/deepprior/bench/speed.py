@@ -48,8 +48,10 @@ def dae_forward(dae: DAE, size: int, precision: str) -> dict:
     return {"seconds": t, "megapixels_per_s": size * size / t / 1e6, "tflops": flops / t / 1e12}
 
 
-def method_iteration(name: str, task_problem, size: int, channels: int, precision: str, n: int = 4) -> dict:
-    """Seconds per iteration of method ``name`` on a synthetic problem of the given size."""
+def method_iteration(name: str, task_problem, size: int, channels: int, precision: str, n: int = 4,
+                     **params) -> dict:
+    """Seconds per iteration of method ``name`` on a synthetic problem of the given size
+    (``params``: extra method parameters)."""
     from ..methods import get_method
 
     op, y, sigma = task_problem(size, channels)
@@ -57,13 +59,28 @@ def method_iteration(name: str, task_problem, size: int, channels: int, precisio
 
     def timed(iters):
         t0 = time.perf_counter()
-        run(y, op, sigma=sigma, iters=iters, seed=0, device="cpu", precision=precision)
+        run(y, op, sigma=sigma, iters=iters, seed=0, device="cpu", precision=precision, **params)
         return time.perf_counter() - t0
 
     timed(1)  # warm-up (weights load, oneDNN kernel selection)
     t1 = min(timed(1) for _ in range(2))
     tn = min(timed(1 + n) for _ in range(2))
     return {"seconds_per_iter": max(tn - t1, 0.0) / n, "setup_seconds": t1}
+
+
+def deepred_concurrency(size: int, channels: int = 3, precision: str = "auto", n: int = 20,
+                        log=print) -> dict:
+    """DeepRED with the denoiser (NLM, every 10 rounds) run serially vs in a worker thread
+    during the network's Adam step (``concurrent=True``, the paper's Fig. 1). ``n`` rounds
+    cover n/10 denoiser calls; the worker only helps when a core is free for it."""
+    out = {"size": size, "channels": channels, "rounds": n}
+    for mode in (False, True):
+        r = method_iteration("deepred", _deblur_problem, size, channels, precision, n=n, concurrent=mode)
+        out["concurrent" if mode else "serial"] = r["seconds_per_iter"]
+    out["speedup"] = out["serial"] / max(out["concurrent"], 1e-12)
+    log(f"deepred {channels}ch {size}² serial {out['serial'] * 1000:.1f} ms/round, concurrent "
+        f"{out['concurrent'] * 1000:.1f} ms/round ({out['speedup']:.2f}×)")
+    return out
 
 
 def _deblur_problem(size: int, channels: int):
@@ -170,6 +187,8 @@ def run_speed(sizes=SIZES, methods: tuple[str, ...] | None = None, weights: dict
             label = "/".join(str(v) for v in ident.values())
             speedups[f"{group}:{label}"] = fp[key] / max(r[key], 1e-12)
     results["bf16_speedup"] = speedups
+    if "deepred" in methods:
+        results["deepred_concurrent"] = deepred_concurrency(max(sizes), log=log)
     if large_megapixels:
         results["large_image"] = large_image_denoise(large_megapixels, weights=weights, log=log)
     env = environment()
