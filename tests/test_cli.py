@@ -136,3 +136,21 @@ def test_restore_with_dae_any_size(tmp_path, capsys, astronaut_crop):
     assert code == 0 and read_image(res).pixels.shape == (37, 53, 3)
     c = read_image(clean).pixels
     assert psnr(read_image(res).pixels, c) > psnr(read_image(deg).pixels, c) + 5
+
+
+def test_kernel_blind_restore_writes_the_kernel(tmp_path, clean_png, capsys):
+    k = np.zeros((7, 7), np.float32)
+    k[3, 1:6] = 1 / 5
+    np.save(tmp_path / "k.npy", k)
+    deg = tmp_path / "blurred.png"
+    assert _run(["degrade", clean_png, "-o", deg, "--task", "deblur", "--kernel", tmp_path / "k.npy",
+                 "--boundary", "valid", "--sigma", 2], capsys)[0] == 0
+    (tmp_path / "blurred.json").unlink()  # blind: nothing known but the task and the kernel size
+    res = tmp_path / "sharp.png"
+    code, out, _ = _run(["restore", deg, "-o", res, "--task", "deblur", "--boundary", "valid",
+                         "--method", "dmsp", "--kernel-blind", "--kernel-size", 7, "--iters", 5, "--quiet"],
+                        capsys)
+    assert code == 0 and read_image(res).pixels.shape[:2] == (64, 64)
+    est = np.load(tmp_path / "sharp_kernel.npy")
+    assert est.shape == (7, 7) and est.min() >= 0 and est.sum() == pytest.approx(1.0, abs=1e-5)
+    assert (tmp_path / "sharp_kernel.png").exists()
