@@ -7,7 +7,8 @@ import scipy.signal
 import torch
 
 from deepprior.operators import (Blur, Compose, Downsample, Identity, Mask, Mosaic,
-                                 make_operator, operator_from_dict)
+                                 downsample_factor, make_operator, operator_from_dict,
+                                 operator_norm_sq)
 
 
 def _rng(seed=0):
@@ -314,3 +315,18 @@ def test_make_operator():
     for task, missing in [("deblur", "kernel"), ("sr", "scale"), ("inpaint", "mask"), ("warp", "unknown task")]:
         with pytest.raises(ValueError, match=missing):
             make_operator(task)
+
+
+def test_operator_norm_sq_by_power_iteration():
+    g = torch.Generator().manual_seed(0)
+    k = torch.rand(5, 5, generator=g)
+    op = Blur(k / k.sum(), "circular")  # non-negative, sums to 1: the DC gain 1 is the largest
+    assert operator_norm_sq(op, (1, 1, 16, 16), g) == pytest.approx(1.0, rel=1e-3)
+    mask = Mask((torch.rand(8, 8, generator=g) > 0.5).float())
+    assert operator_norm_sq(mask, (1, 1, 8, 8), g) == pytest.approx(1.0, rel=1e-6)
+
+
+def test_downsample_factor():
+    assert downsample_factor(Downsample(4)) == 4
+    assert downsample_factor(Compose(Blur(torch.ones(3, 3) / 9), Downsample(3))) == 3
+    assert downsample_factor(Identity()) is None

@@ -593,6 +593,29 @@ class Compose(Operator):
 
 
 # ------------------------------------------------------------ (de)serialisation
+def operator_norm_sq(operator: Operator, shape, generator: torch.Generator | None = None,
+                     device="cpu", n: int = 30) -> float:
+    """‖A‖² = the largest eigenvalue of AᵀA for inputs of ``shape``, by ``n`` power iterations
+    on ``operator.normal`` from a random start drawn from ``generator``."""
+    v = torch.randn(tuple(shape), generator=generator).to(device)
+    v = v / v.norm()
+    lam = 0.0
+    for _ in range(n):
+        w = operator.normal(v)
+        lam = float((v * w).sum())
+        v = w / w.norm().clamp_min(1e-12)
+    return lam
+
+
+def downsample_factor(operator: Operator) -> int | None:
+    """The super-resolution factor of ``operator`` (a ``Downsample``, or a ``Compose`` holding
+    one); None when it does not downsample."""
+    for op in getattr(operator, "ops", [operator]):
+        if isinstance(op, Downsample):
+            return int(op.factor)
+    return None
+
+
 def operator_from_dict(d: dict) -> Operator:
     """Rebuild an operator from ``Operator.to_dict()`` output (e.g. after ``json.loads``)."""
     kind = d.get("type") if isinstance(d, dict) else None

@@ -37,6 +37,7 @@ import torch
 import torch.nn.functional as F
 
 from ..compute import resolve_device
+from ..operators import operator_norm_sq
 from .base import Progress, Result, register, seed_everything
 
 # ----------------------------------------------------------------------------- helpers
@@ -332,18 +333,6 @@ def _tv(x: torch.Tensor) -> torch.Tensor:
     return _grad(x).pow(2).sum(dim=(1, 2)).sqrt().sum()
 
 
-def _operator_norm_sq(operator, shape, generator: torch.Generator, device, n: int = 30) -> float:
-    """‖A‖² = largest eigenvalue of AᵀA, by power iteration on ``normal``."""
-    v = torch.randn(shape, generator=generator).to(device)
-    v = v / v.norm()
-    lam = 0.0
-    for _ in range(n):
-        w = operator.normal(v)
-        lam = float((v * w).sum())
-        v = w / w.norm().clamp_min(1e-12)
-    return lam
-
-
 # Default λ = TV_LAMBDA_PER_SIGMA[task]·σ + TV_LAMBDA_FLOOR. Tuned by a λ sweep on 48×48 crops of
 # skimage's astronaut (RGB) and camera (grey) downscaled 4×, 300 iterations: denoise σ ∈ {0.05, 0.1}
 # (best per-σ factor 0.6–1.0), deblur 7×7 Gaussian σ ∈ {0.01, 0.03} (0.02–0.1), ×2 bicubic SR
@@ -430,7 +419,7 @@ def tv(y, operator, *, sigma=None, iters=None, callback=None, reference=None, se
         raise ValueError(f"lam must be positive, got {lam}")
 
     x = operator.initial_estimate(y).clamp(0, 1)
-    a_norm_sq = _operator_norm_sq(operator, x.shape, seed_everything(seed), dev)
+    a_norm_sq = operator_norm_sq(operator, x.shape, seed_everything(seed), dev)
     L = math.sqrt(a_norm_sq + 8.0)
     tau, s = 0.99 * step_ratio / L, 0.99 / (step_ratio * L)
     x_bar, p, q = x, torch.zeros_like(y), torch.zeros_like(_grad(x))

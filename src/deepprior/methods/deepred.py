@@ -44,8 +44,9 @@ import torch
 
 from ..compute import get_compute
 from ..noise import sigma_to_unit
+from ..operators import downsample_factor
 from .base import Result, register
-from .dip import _find_factor, dip
+from .dip import dip
 from .prior import check_task, initial_estimate
 from .red import make_denoiser, red
 
@@ -86,7 +87,7 @@ DEEPRED_PRESETS = {p.name: p for p in (
 
 def _default_preset(task: str, operator) -> str:
     if task == "sr":
-        return "sr8" if (_find_factor(operator) or 0) >= 8 else "sr4"
+        return "sr8" if (downsample_factor(operator) or 0) >= 8 else "sr4"
     return task
 
 

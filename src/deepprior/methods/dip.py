@@ -46,7 +46,7 @@ import torch
 from ..compute import get_compute
 from ..nets.hourglass import (Preset, build_net, center_crop, get_preset, padded_size, reflect_pad,
                               with_arch)
-from ..operators import TASKS
+from ..operators import TASKS, downsample_factor
 from .base import Progress, Result, _psnr_float, register, seed_everything
 
 __all__ = ["dip", "DEFAULT_PRESET", "STOP_RULES", "WMV_WINDOW", "WMV_PATIENCE", "BLIND_BUDGET"]
@@ -201,20 +201,12 @@ def _make_input(kind: str, channels: int, size: tuple[int, int], gen: torch.Gene
     raise ValueError(f"input must be 'noise', 'meshgrid' or 'guide', got {kind!r}")
 
 
-def _find_factor(operator) -> int | None:
-    ops = list(getattr(operator, "ops", [operator]))
-    for op in ops:
-        if hasattr(op, "factor"):
-            return int(op.factor)
-    return None
-
-
 def _resolve_preset(preset, task: str, operator) -> Preset:
     if isinstance(preset, Preset):
         return preset
     if preset is None:
         name = DEFAULT_PRESET[task]
-        if task == "sr" and (_find_factor(operator) or 0) >= 8:
+        if task == "sr" and (downsample_factor(operator) or 0) >= 8:
             name = "sr8"  # §4: 8× super-resolution uses σ_p = 1/20 and 4000 iterations
         return get_preset(name)
     return get_preset(str(preset))

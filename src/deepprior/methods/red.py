@@ -44,8 +44,8 @@ import torch
 from ..compute import get_compute
 from ..denoisers import DENOISERS, get_denoiser
 from ..noise import sigma_to_unit
+from ..operators import operator_norm_sq
 from .base import Progress, Result, register, seed_everything
-from .classic import _operator_norm_sq
 from .prior import check_task, initial_estimate, setup
 
 __all__ = ["red", "RED_PRESETS", "make_denoiser", "conjugate_gradient", "SOLVERS"]
@@ -200,7 +200,7 @@ def red(y, operator, *, sigma=None, iters=None, callback=None, reference=None, s
     hty = operator.adjoint(y)
     step = None
     if solver == "sd":
-        step = 1.0 / (_operator_norm_sq(operator, tuple(x.shape), seed_everything(seed), dev) + lam_eff)
+        step = 1.0 / (operator_norm_sq(operator, tuple(x.shape), seed_everything(seed), dev) + lam_eff)
     n = x[0].numel()
     f_seconds = 0.0
     with Progress(iters, reference=None if reference is None else torch.as_tensor(reference).to(dev),
