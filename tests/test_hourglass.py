@@ -116,3 +116,17 @@ def test_padding_and_upsampling_keep_bf16_under_autocast():
     ref = F.interpolate(x, scale_factor=2, mode="bilinear", align_corners=False)
     torch.testing.assert_close(up.float(), ref, atol=2e-2, rtol=0)
     torch.testing.assert_close(upsample2(x, "nearest"), F.interpolate(x, scale_factor=2, mode="nearest"))
+
+
+def test_upsampling_gradient_stays_channels_last():
+    """The ×2 upsampling's input gradient keeps the channels_last layout of the network."""
+    from deepprior.nets.hourglass import upsample2
+
+    x = torch.rand(1, 8, 6, 6).contiguous(memory_format=torch.channels_last).requires_grad_(True)
+    out = upsample2(x, "bilinear")
+    g = torch.rand(1, 16, 12, 12)[:, 4:12]  # a channel slice, as from torch.cat's backward
+    out.backward(g)
+    assert x.grad.is_contiguous(memory_format=torch.channels_last)
+    ref = x.detach().clone().requires_grad_(True)
+    F.interpolate(ref, scale_factor=2, mode="bilinear", align_corners=False).backward(g)
+    torch.testing.assert_close(x.grad, ref.grad)

@@ -119,8 +119,13 @@ class _Pad(nn.Module):
 def upsample2(x: torch.Tensor, mode: str) -> torch.Tensor:
     """×2 upsampling ('bilinear' with align_corners=False, or 'nearest') in ``x``'s dtype."""
     with _in_own_dtype(x):
-        return F.interpolate(x, scale_factor=2, mode=mode,
-                             align_corners=False if mode == "bilinear" else None)
+        out = F.interpolate(x, scale_factor=2, mode=mode,
+                            align_corners=False if mode == "bilinear" else None)
+    if out.requires_grad and x.is_contiguous(memory_format=torch.channels_last):
+        # The gradient arrives as a channel slice of the concatenation's gradient; the CPU
+        # backward kernel would make it NCHW-contiguous and return an NCHW gradient.
+        out.register_hook(lambda g: g.contiguous(memory_format=torch.channels_last))
+    return out
 
 
 def _conv(c_in: int, c_out: int, k: int, stride: int = 1, pad: str = "reflection",
