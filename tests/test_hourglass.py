@@ -118,13 +118,14 @@ def test_padding_and_upsampling_keep_bf16_under_autocast():
     torch.testing.assert_close(upsample2(x, "nearest"), F.interpolate(x, scale_factor=2, mode="nearest"))
 
 
-def test_upsampling_gradient_stays_channels_last():
-    """The ×2 upsampling's input gradient keeps the channels_last layout of the network."""
+def test_upsampling_layout_hook_keeps_the_gradient():
+    """The layout hook of the ×2 upsampling (a speed fix) leaves its gradient unchanged and
+    channels_last."""
     from deepprior.nets.hourglass import upsample2
 
     x = torch.rand(1, 8, 6, 6).contiguous(memory_format=torch.channels_last).requires_grad_(True)
     out = upsample2(x, "bilinear")
-    g = torch.rand(1, 16, 12, 12)[:, 4:12]  # a channel slice, as from torch.cat's backward
+    g = torch.rand(1, 16, 12, 12).contiguous(memory_format=torch.channels_last)[:, 4:12]  # as from cat
     out.backward(g)
     assert x.grad.is_contiguous(memory_format=torch.channels_last)
     ref = x.detach().clone().requires_grad_(True)
