@@ -224,6 +224,11 @@ class Blur(Operator):
             kp = torch.roll(kp, shifts=(-self._offset[0], -self._offset[1]), dims=(0, 1))
         return torch.fft.rfft2(kp)
 
+    def transfer_function(self, height: int, width: int) -> torch.Tensor:
+        """``rfft2`` of the kernel for an image of ``height × width``: the circular
+        convolution is ``irfft2(rfft2(x) · H, s=(height, width))``, with this class's centre."""
+        return self._kernel_fft(self.kernel, int(height), int(width), True)
+
     def _kernel_fft_cached(self, x: torch.Tensor, centred: bool) -> torch.Tensor:
         """The kernel's FFT for x's size, device and dtype, computed once per operator (a fixed
         kernel: iterative methods apply the same blur hundreds of times). A kernel that needs

@@ -36,19 +36,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-__all__ = ["estimate_kernel", "psf_to_otf", "l0_deconvolve", "kernel_least_squares"]
+from ..operators import Blur
+from .prior import delta_kernel, gaussian_kernel
 
-
-def psf_to_otf(kernel: torch.Tensor, shape) -> torch.Tensor:
-    """Transfer function of the circular *convolution* with ``kernel`` on an image of ``shape``.
-
-    The kernel's centre ((kh−1)//2, (kw−1)//2) — the ``operators.Blur`` centre — goes to (0, 0).
-    """
-    kh, kw = kernel.shape
-    pad = torch.zeros(tuple(shape), dtype=kernel.dtype)
-    pad[:kh, :kw] = kernel
-    pad = torch.roll(pad, (-((kh - 1) // 2), -((kw - 1) // 2)), (0, 1))
-    return torch.fft.fft2(pad)
+__all__ = ["estimate_kernel", "l0_deconvolve", "kernel_least_squares"]
 
 
 def _circular_gradients(x: torch.Tensor) -> list[torch.Tensor]:
@@ -64,13 +55,13 @@ def l0_deconvolve(y: torch.Tensor, kernel: torch.Tensor, lam: float, beta_max: f
     ``y``'s shape (not clipped: it is an intermediate for kernel estimation, not an output).
     """
     shape = tuple(y.shape)
-    K = psf_to_otf(kernel, shape)
+    K = Blur(kernel.to(y.dtype), "circular").transfer_function(*shape)
     dx = torch.zeros(shape, dtype=y.dtype)
     dx[0, 0], dx[-1, 0] = -1.0, 1.0  # roll(x, −1, 0) − x as a convolution
     dy = torch.zeros(shape, dtype=y.dtype)
     dy[0, 0], dy[0, -1] = -1.0, 1.0
-    Dx, Dy = torch.fft.fft2(dx), torch.fft.fft2(dy)
-    Y = torch.fft.fft2(y)
+    Dx, Dy = torch.fft.rfft2(dx), torch.fft.rfft2(dy)
+    Y = torch.fft.rfft2(y)
     num_data = K.conj() * Y
     den_data = K.abs() ** 2
     den_grad = Dx.abs() ** 2 + Dy.abs() ** 2
@@ -80,8 +71,8 @@ def l0_deconvolve(y: torch.Tensor, kernel: torch.Tensor, lam: float, beta_max: f
         gx, gy = _circular_gradients(x)
         keep = (gx * gx + gy * gy) >= lam / beta
         gx, gy = gx * keep, gy * keep
-        num = num_data + beta * (Dx.conj() * torch.fft.fft2(gx) + Dy.conj() * torch.fft.fft2(gy))
-        x = torch.fft.ifft2(num / (den_data + beta * den_grad)).real
+        num = num_data + beta * (Dx.conj() * torch.fft.rfft2(gx) + Dy.conj() * torch.fft.rfft2(gy))
+        x = torch.fft.irfft2(num / (den_data + beta * den_grad), s=shape)
         beta *= 2
     return x
 
@@ -104,9 +95,9 @@ def kernel_least_squares(x: torch.Tensor, y: torch.Tensor, shape, gamma: float,
     gram = torch.zeros(n, n, dtype=torch.float64)
     rhs = torch.zeros(n, dtype=torch.float64)
     for gx, gy in zip(_circular_gradients(x.double()), _circular_gradients(y.double())):
-        fx, fy = torch.fft.fft2(gx), torch.fft.fft2(gy)
-        auto = torch.fft.ifft2(fx.abs() ** 2).real      # R(δ) = Σ_p ∂x(p)·∂x(p + δ)
-        cross = torch.fft.ifft2(fy.conj() * fx).real     # C(δ) = Σ_q ∂y(q)·∂x(q + δ)
+        fx, fy = torch.fft.rfft2(gx), torch.fft.rfft2(gy)
+        auto = torch.fft.irfft2(fx.abs() ** 2, s=(h, w))   # R(δ) = Σ_p ∂x(p)·∂x(p + δ)
+        cross = torch.fft.irfft2(fy.conj() * fx, s=(h, w))  # C(δ) = Σ_q ∂y(q)·∂x(q + δ)
         gram += auto[(pi[:, None] - pi[None, :]) % h, (pj[:, None] - pj[None, :]) % w]
         rhs += cross[(ci - pi) % h, (cj - pj) % w]      # Σ_q ∂y(q)·∂x(q − a + c)
     a = gram + gamma * float(gram.diagonal().mean()) * torch.eye(n, dtype=torch.float64)
@@ -127,9 +118,7 @@ def _clean_kernel(k: torch.Tensor, cut: float) -> torch.Tensor:
     k = torch.where(k >= cut * float(k.max()), k, torch.zeros_like(k)).clamp(min=0)
     s = float(k.sum())
     if s <= 0:
-        k = torch.zeros_like(k)
-        k[(k.shape[0] - 1) // 2, (k.shape[1] - 1) // 2] = 1.0
-        return k
+        return delta_kernel(k.shape, k.dtype, k.device)
     return k / s
 
 
@@ -159,9 +148,8 @@ def _edge_taper(y: torch.Tensor, width: int) -> torch.Tensor:
     h, w = y.shape
     if width < 1:
         return y
-    g = torch.exp(-0.5 * (torch.arange(-2 * width, 2 * width + 1, dtype=y.dtype) / width) ** 2)
-    g = g / g.sum()
-    smooth = torch.fft.ifft2(torch.fft.fft2(y) * psf_to_otf(g[:, None] * g[None, :], (h, w))).real
+    g = gaussian_kernel((4 * width + 1,) * 2, width, y.dtype)
+    smooth = Blur(g, "circular").forward(y[None, None])[0, 0]
 
     def ramp(n):
         r = torch.ones(n, dtype=y.dtype)
