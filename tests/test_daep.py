@@ -38,7 +38,7 @@ def test_vjp_prior_gradient_equals_autograd_of_the_prior_energy(channels, rgb32)
     """J_Aᵀe − e (one VJP) = ∇_x ½‖A(x + ε) − x‖² by full autograd, with the same seeded ε."""
     x = rgb32[:, :channels].contiguous()
     net, s = tiny_net(3), 25 / 255  # channels=1 also exercises the gray-through-colour adapter
-    g, e = daep_mod.autoencoder_error_gradient(net, x, s, torch.Generator().manual_seed(11))
+    g, e = daep_mod.autoencoder_error_gradient(net, x, s, prior.PriorNoise(s, torch.Generator().manual_seed(11), "cpu"))
     eps = s * torch.randn(x.shape, generator=torch.Generator().manual_seed(11))
     xv = x.clone().requires_grad_(True)
     energy = 0.5 * (net(xv + eps, s) - xv).pow(2).sum()
@@ -48,14 +48,16 @@ def test_vjp_prior_gradient_equals_autograd_of_the_prior_energy(channels, rgb32)
         torch.testing.assert_close(e, net(x + eps, s) - x)
 
 
-def test_one_iteration_descends_the_normalised_energy_of_eq7(gray):
-    """With μ = 0 one DAEP step is x₁ = x₀ − α ∇E / (1/σ_d² + 4γ/σ_η²) for the energy
-    E = ½‖Ax − y‖²/σ_d² + ½·4γ/σ_η²·‖A_σε(x + ε) − x‖² (eq. 7 with eq. 8), by full autograd."""
+@pytest.mark.parametrize("descent", ["paper", "preconditioned"])
+def test_one_iteration_descends_the_normalised_energy_of_eq7(gray, descent):
+    """With μ = 0 one DAEP step is x₁ = x₀ − α·P[∇E / (1/σ_d² + 4γ/σ_η²)] for the energy
+    E = ½‖Ax − y‖²/σ_d² + ½·4γ/σ_η²·‖A_σε(x + ε) − x‖² (eq. 7 with eq. 8), by full autograd;
+    P = I (paper) or the blur preconditioner with data weight 1 − w and prior weight w."""
     op = Blur(torch.ones(3, 3) / 9, "circular")
     y = (op.forward(gray) * 0.8 + 0.1)  # keeps x₀ = y and x₁ inside (0, 1): no clipping
     s_d, s_e, gamma, alpha, dae = 5 / 255, 25 / 255, 6.875, 0.1, tiny_dae()
     res = daep_mod.daep(y, op, sigma=s_d, iters=1, mu=0.0, alpha=alpha, dae=dae, seed=4,
-                        device="cpu", precision="fp32")
+                        device="cpu", precision="fp32", descent=descent)
     net = prior.load_prior_network(channels=1, compute=get_compute("cpu", "fp32"), dae=dae)
     eps = s_e * torch.randn(y.shape, generator=torch.Generator().manual_seed(4))
     p = 4 * gamma / (2 * s_e ** 2)
@@ -63,7 +65,11 @@ def test_one_iteration_descends_the_normalised_energy_of_eq7(gray):
     energy = (0.5 * (op.forward(xv) - y).pow(2).sum() / s_d ** 2
               + 0.5 * p * (net(xv + eps, s_e) - xv).pow(2).sum())
     (grad,) = torch.autograd.grad(energy, xv)
-    expected = y - alpha * grad / (1 / s_d ** 2 + p)
+    g = grad / (1 / s_d ** 2 + p)
+    if descent == "preconditioned":
+        w = daep_mod.daep_prior_weight(s_d, s_e, gamma)
+        g = prior.data_preconditioner(op, y.shape)(g, 1 - w, w)
+    expected = y - alpha * g
     assert 0 < float(expected.min()) and float(expected.max()) < 1
     torch.testing.assert_close(res.image, expected, rtol=1e-5, atol=1e-6)
 
@@ -132,8 +138,8 @@ def test_bf16_vjp_close_to_fp32(gray):
     """The bf16 autocast VJP (compute policy) stays close to fp32 on the tiny net."""
     g = {}
     for p in ("fp32", "bf16"):
-        g[p], _ = daep_mod.autoencoder_error_gradient(tiny_net(1, p), gray, 25 / 255,
-                                                     torch.Generator().manual_seed(0))
+        noise = prior.PriorNoise(25 / 255, torch.Generator().manual_seed(0), "cpu")
+        g[p], _ = daep_mod.autoencoder_error_gradient(tiny_net(1, p), gray, 25 / 255, noise)
     rel = float((g["bf16"] - g["fp32"]).norm() / g["fp32"].norm())
     assert rel < 0.05
 

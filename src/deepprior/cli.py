@@ -430,28 +430,89 @@ def _cmd_explain(args) -> int:
 # --------------------------------------------------------------------------- plot-trace
 
 def _add_plot_trace(sub):
-    p = sub.add_parser("plot-trace", help="PSNR against seconds along the runs of benchmark JSONs (PNG)")
+    p = sub.add_parser("plot-trace", help="PSNR against seconds along the runs of benchmark JSONs (PNG), "
+                       "and how soon each run came within --tolerance dB of its final PSNR")
     p.add_argument("results", nargs="+", help="results JSONs written by `deepprior bench`")
     p.add_argument("-o", "--output", required=True, help="PNG to write")
     p.add_argument("--label", action="append", help="legend label per JSON, in order (repeatable)")
     p.add_argument("--title", default="")
+    p.add_argument("--tolerance", type=float, default=0.1, help="dB below the final PSNR (default 0.1)")
+    p.add_argument("--json", help="also write the time-to-quality table here")
     p.set_defaults(func=_cmd_plot_trace)
 
 
-def _cmd_plot_trace(args) -> int:
-    from .bench.report import plot_psnr_vs_seconds
+def _read_results(path) -> dict:
+    try:
+        return json.loads(Path(path).read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise CLIError(f"cannot read results JSON {path}: {exc}") from exc
 
-    results = []
-    for path in args.results:
-        try:
-            results.append(json.loads(Path(path).read_text()))
-        except (OSError, json.JSONDecodeError) as exc:
-            raise CLIError(f"cannot read results JSON {path}: {exc}") from exc
+
+def _cmd_plot_trace(args) -> int:
+    from .bench.compare import time_to_quality
+    from .bench.report import plot_psnr_vs_seconds
+    from .io import write_json_atomic
+
+    results = [_read_results(path) for path in args.results]
     try:
         out = plot_psnr_vs_seconds(results, args.output, labels=args.label, title=args.title)
     except ValueError as exc:
         raise CLIError(str(exc)) from exc
     print(f"wrote {out}")
+    table = []
+    print(f"time to within {args.tolerance:g} dB of the final PSNR (first traced iteration; an upper bound):")
+    for i, (path, res) in enumerate(zip(args.results, results)):
+        if not res.get("summary", {}).get("trace"):
+            continue
+        ttq = time_to_quality(res, args.tolerance)
+        ttq["file"] = Path(path).name
+        if args.label and i < len(args.label):
+            ttq["label"] = args.label[i]
+        table.append(ttq)
+        print(f"  {ttq.get('label', ttq['file'])}: final {ttq['final_psnr']:.2f} dB at it {ttq['final_iter']} "
+              f"({ttq['final_seconds']:.1f} s); {ttq['reached_psnr']:.2f} dB at it {ttq['reached_iter']} "
+              f"({ttq['reached_seconds']:.1f} s, {ttq['time_fraction']:.0%} of the time); "
+              f"best {ttq['best_psnr']:.2f} dB at it {ttq['best_iter']}")
+    if args.json:
+        write_json_atomic(args.json, {"tolerance_db": args.tolerance, "runs": table})
+        print(f"wrote {args.json}")
+    return 0
+
+
+# --------------------------------------------------------------------------- compare
+
+def _add_compare(sub):
+    p = sub.add_parser("compare", help="two benchmark runs of the same cases side by side "
+                       "(e.g. bf16 against fp32): PSNR difference per case and time ratio")
+    p.add_argument("a", help="results JSON A (the reference, e.g. fp32)")
+    p.add_argument("b", help="results JSON B (e.g. bf16); differences are B − A")
+    p.add_argument("--json", help="write the comparison here")
+    p.set_defaults(func=_cmd_compare)
+
+
+def _cmd_compare(args) -> int:
+    from .bench.compare import compare_results
+    from .io import write_json_atomic
+
+    a, b = _read_results(args.a), _read_results(args.b)
+    try:
+        cmp = compare_results(a, b)
+    except ValueError as exc:
+        raise CLIError(str(exc)) from exc
+    for key, (va, vb) in cmp["settings_differing"].items():
+        print(f"  {key}: A {va!r}  B {vb!r}")
+    for c in cmp["cases"]:
+        print(f"  {c['case']:32s} A {c['psnr_a']:6.2f}  B {c['psnr_b']:6.2f}  B−A {c['delta']:+.3f} dB   "
+              f"{c['seconds_a']:8.1f} s / {c['seconds_b']:8.1f} s")
+    s = cmp["summary"]
+    ratio = s["seconds_ratio_a_over_b"]
+    print(f"{s['n']} cases: mean A {s['mean_psnr_a']:.3f} dB, B {s['mean_psnr_b']:.3f} dB; B − A mean "
+          f"{s['mean_delta']:+.3f} dB, largest |B − A| {s['max_abs_delta']:.3f} dB"
+          + (f"; A took {ratio:.2f}× B's time" if ratio else ""))
+    if args.json:
+        cmp["files"] = {"a": args.a, "b": args.b}
+        write_json_atomic(args.json, cmp)
+        print(f"wrote {args.json}")
     return 0
 
 
@@ -472,7 +533,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"deepprior {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
     for add in (_add_demo, _add_degrade, _add_restore, _add_methods, _add_bench, _add_train_dae,
-                _add_explain, _add_dip_app, _add_plot_trace):
+                _add_explain, _add_dip_app, _add_plot_trace, _add_compare):
         add(sub)
     return parser
 

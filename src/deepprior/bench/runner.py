@@ -301,7 +301,7 @@ def run_protocol(name: str, method: str | None = None, data_root=None, images=No
     show_bar = bool(progress) and sys.stderr.isatty()
     total = len(clean_images) * len(selected)
     results = _resumed_rows(checkpoint, settings) if (checkpoint is not None and resume) else []
-    done = {_row_key(r) for r in results}
+    done = {row_key(r) for r in results}
     if results and progress:
         print(f"resuming from {checkpoint}: {len(results)} of {total} cases already done", flush=True)
     interrupted = False
@@ -393,7 +393,8 @@ _RESUME_KEYS = ("protocol", "method", "iters", "method_params", "images", "preci
                 "psnr", "boundary", "sr_filter", "missing", "pattern", "kernel_set")
 
 
-def _row_key(row: dict) -> tuple:
+def row_key(row: dict) -> tuple:
+    """What identifies a case across runs: (image, kernel, σ, scale)."""
     return (row["image"], row["kernel"], row["sigma"], row["scale"])
 
 
