@@ -68,7 +68,7 @@ def test_one_iteration_descends_the_normalised_energy_of_eq7(gray, descent):
     g = grad / (1 / s_d ** 2 + p)
     if descent == "preconditioned":
         w = daep_mod.daep_prior_weight(s_d, s_e, gamma)
-        g = prior.data_preconditioner(op, y.shape)(g, 1 - w, w)
+        g = prior.blur_preconditioner(op, y.shape)(g, 1 - w, w)
     expected = y - alpha * g
     assert 0 < float(expected.min()) and float(expected.max()) < 1
     torch.testing.assert_close(res.image, expected, rtol=1e-5, atol=1e-6)

@@ -24,7 +24,7 @@ term is ``4γ‖A_σε(I + ε) − I‖²``. One iteration (Algorithm 1, as in t
 α = 0.1 dimensionless. γ = 6.875/σ_η² (§5), σ_ε = 25, σ_η = 25√2, μ = 0.9, α = 0.1, 300
 iterations. When σ_d = 0 (super-resolution) the relative prior weight is w = 1/√t (§5.1).
 
-Our default ``descent='preconditioned'`` (blur and down-sampling operators) replaces ``g`` by
+Our default ``descent='preconditioned'`` (blur operators) replaces ``g`` by
 ``((1 − w)·c·AᵀA + w·I)⁻¹ g`` and draws ε in antithetic pairs (ε, −ε) — ``prior.descent_aids``;
 the fixed points are eq. 7's. ``descent='paper'`` runs Algorithm 1 as published.
 """

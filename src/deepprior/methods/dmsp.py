@@ -23,7 +23,7 @@ One iteration (the reference ``DMSPDeblur.m``, with the weights written as in th
 ``g`` is the paper's gradient ``λ·Kᵀ(Kx−y) − ∇prior_sL`` divided by ``λ + 1/σ₁²``: the reference
 code's normalisation, which makes α = 0.1 a dimensionless step in any unit system.
 
-Our default ``descent='preconditioned'`` (blur and down-sampling operators) replaces ``g`` by
+Our default ``descent='preconditioned'`` (blur operators) replaces ``g`` by
 ``(w·c·KᵀK + (1 − w)·I)⁻¹ g`` and draws η in antithetic pairs (η, −η) — ``prior.descent_aids``.
 The fixed points are the paper's; the frequencies the blur nearly removes, which eq. 20 moves
 at rates ∝ |K̂|², converge as fast as the others. ``descent='paper'`` runs eq. 20 as published.
