@@ -282,6 +282,26 @@ def test_checkpoint_and_resume(images, tmp_path):
                      **{**common, "iters": 4})
 
 
+def test_seed_offset_changes_only_the_method_seed(images, tmp_path):
+    """--seed-offset K: same observation, method seed + K, recorded; a checkpoint with another
+    offset is refused, and one written before the setting existed counts as offset 0."""
+    ckpt = tmp_path / "run.json"
+    common = dict(images=images, limit=1, iters=2, cases={"sigma": [25]}, device="cpu", precision="fp32",
+                  progress=False)
+    base = run_protocol("classic-denoise-set12", checkpoint=ckpt, **common)
+    other = run_protocol("classic-denoise-set12", seed_offset=5, **common)
+    assert other["results"][0]["seed"] == base["results"][0]["seed"] + 5
+    assert other["settings"]["seed_offset"] == 5 and base["settings"]["seed_offset"] == 0
+    assert other["results"][0]["psnr"] == base["results"][0]["psnr"]  # TV is deterministic
+    with pytest.raises(ValueError, match="different seed_offset"):
+        run_protocol("classic-denoise-set12", checkpoint=ckpt, resume=True, seed_offset=1, **common)
+    old = json.loads(ckpt.read_text())
+    del old["settings"]["seed_offset"]
+    ckpt.write_text(json.dumps(old))
+    resumed = run_protocol("classic-denoise-set12", checkpoint=ckpt, resume=True, **common)
+    assert resumed["results"] == base["results"]
+
+
 def test_partial_checkpoint_marks_summary(images, tmp_path, monkeypatch):
     ckpt = tmp_path / "run.json"
     info = get_method("tv")

@@ -311,6 +311,9 @@ def _add_bench(sub):
     p.add_argument("--resume", action="store_true",
                    help="keep the finished cases of the JSON at the output path (written after every case) "
                         "and run only the missing ones")
+    p.add_argument("--seed-offset", type=int, default=0,
+                   help="add this to the method's seed (same degraded data): another run of a stochastic "
+                        "method, to measure run-to-run spread")
     p.set_defaults(func=_cmd_bench)
 
 
@@ -352,7 +355,8 @@ def _cmd_bench(args) -> int:
                        limit=args.limit, iters=args.iters, cases=cases or None, device=args.device,
                        precision=args.precision,
                        method_params=_parse_params(args.param), save_images=image_dir,
-                       checkpoint=out, resume=args.resume, image_names=args.image)
+                       checkpoint=out, resume=args.resume, image_names=args.image,
+                       seed_offset=args.seed_offset)
     write_json_atomic(out, res)
     if args.report:
         write_report(res, args.report, image_dir=image_dir)

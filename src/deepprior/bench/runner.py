@@ -189,7 +189,7 @@ def run_protocol(name: str, method: str | None = None, data_root=None, images=No
                  limit: int | None = None, iters: int | None = None, cases=None,
                  device: str = "auto", precision: str = "auto", method_params: dict | None = None,
                  progress: bool = True, save_images=None, checkpoint=None, resume: bool = False,
-                 image_names=None) -> dict:
+                 image_names=None, seed_offset: int = 0) -> dict:
     """Run benchmark protocol ``name`` with one method.
 
     Parameters
@@ -208,6 +208,9 @@ def run_protocol(name: str, method: str | None = None, data_root=None, images=No
         Only the first N usable images (sorted by file name).
     image_names : list of str, optional
         Only these images (file stems); default the protocol's ``image_names`` (all if None).
+    seed_offset : int
+        Added to the seed the method gets (the observation, drawn with the case seed, stays
+        the same): another run of a stochastic method on the same data, for run-to-run spread.
     iters : int, optional
         Iterations; default: the protocol's when its default method runs, else the
         method's own (paper) default.
@@ -292,7 +295,8 @@ def run_protocol(name: str, method: str | None = None, data_root=None, images=No
         "quantize_observation": protocol.quantize_observation,
         "psnr": protocol.psnr_convention(),
         "seed_rule": "sha256('task|image|kernel=..|sigma=..|scale=..')[:4] little-endian & 0x7fffffff; "
-                     "mask drawn before noise; the method gets the same seed",
+                     "mask drawn before noise; the method gets the same seed plus seed_offset",
+        "seed_offset": int(seed_offset),
         "device": str(dev), "precision": prec,
         "extra_metrics": getattr(protocol.extra_metrics, "__name__", None),
         "save_images": None if out_dir is None else str(out_dir),
@@ -340,7 +344,7 @@ def run_protocol(name: str, method: str | None = None, data_root=None, images=No
                     run_kw["callback"] = _snapshot_callback(set(protocol.trace_iters), snapshots)
                 t0 = time.perf_counter()
                 res = info.run(prep.y, prep.operator, sigma=sigma, iters=iters, reference=prep.x,
-                               seed=prep.seed, device=str(dev), precision=prec, progress=show_bar,
+                               seed=prep.seed + int(seed_offset), device=str(dev), precision=prec, progress=show_bar,
                                **run_kw, **params)
                 seconds = time.perf_counter() - t0
                 if method_precision is None and isinstance(res.settings.get("precision"), str):
@@ -352,7 +356,7 @@ def run_protocol(name: str, method: str | None = None, data_root=None, images=No
                 row = {"image": image, "kernel": case.kernel, "sigma": case.sigma,
                        "scale": case.scale, "psnr": psnr(estimate, prep.x, **convention),
                        "ssim": ssim(estimate, prep.x, **convention), "seconds": seconds,
-                       "iters": int(res.iters), "seed": prep.seed}
+                       "iters": int(res.iters), "seed": prep.seed + int(seed_offset)}
                 if snapshots:
                     row["trace"] = {str(t): {"psnr": psnr(x, prep.x, **convention), "seconds": sec}
                                     for t, (x, sec) in sorted(snapshots.items())}
@@ -389,8 +393,12 @@ def run_protocol(name: str, method: str | None = None, data_root=None, images=No
 
 
 # settings that must agree for a checkpoint's rows to be reused
-_RESUME_KEYS = ("protocol", "method", "iters", "method_params", "images", "precision", "task",
+_RESUME_KEYS = ("protocol", "method", "iters", "method_params", "images", "precision", "task", "seed_offset",
                 "psnr", "boundary", "sr_filter", "missing", "pattern", "kernel_set")
+
+
+# settings added after some checkpoints were written: their value when absent
+_RESUME_DEFAULTS = {"seed_offset": 0}
 
 
 def row_key(row: dict) -> tuple:
@@ -409,7 +417,8 @@ def _resumed_rows(checkpoint, settings: dict) -> list[dict]:
         rows = old["results"]
     except (OSError, ValueError, KeyError, TypeError) as exc:
         raise ValueError(f"cannot resume from {path}: not a results JSON ({exc})") from exc
-    differing = [k for k in _RESUME_KEYS if old_settings.get(k) != settings.get(k)]
+    differing = [k for k in _RESUME_KEYS
+                 if old_settings.get(k, _RESUME_DEFAULTS.get(k)) != settings.get(k, _RESUME_DEFAULTS.get(k))]
     if differing:
         raise ValueError(f"cannot resume from {path}: it was run with different {', '.join(differing)}; "
                          "delete it or write to another --json path")
