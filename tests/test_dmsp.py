@@ -389,6 +389,8 @@ def test_blur_preconditioner_inverts_the_data_curvature(name):
         curv = 0.9 * 2.0 * op.adjoint(op.forward(g)) + 0.1 * g
         torch.testing.assert_close(pre(curv, 0.9, 0.1), g, atol=1e-6, rtol=1e-6)
     assert pre(g.float(), 0.9, 0.1).shape == g.shape
+    k64 = Blur(motion_kernel().double(), name)  # a float64 kernel keeps a float32 iterate float32
+    assert prior.blur_preconditioner(k64, x_shape)(g.float(), 0.9, 0.1).dtype == torch.float32
     assert prior.blur_preconditioner(Identity(), x_shape) is None
     assert prior.blur_preconditioner(Downsample(4), x_shape) is None
     assert prior.blur_preconditioner(Mask(torch.ones(x_shape[-2:])), x_shape) is None

@@ -363,7 +363,9 @@ def blur_preconditioner(operator, x_shape, scale: float = 1.0) -> Callable | Non
     gain = scale * operator.transfer_function(h, w).abs().square()
 
     def apply(g: torch.Tensor, data_weight: float, prior_weight: float) -> torch.Tensor:
-        denom = (data_weight * gain + prior_weight).clamp_min(1e-2)
+        # in g's dtype: a float64 kernel (e.g. read from a file) must not turn the iterate
+        # into float64, which runs the whole descent several times slower
+        denom = (data_weight * gain + prior_weight).clamp_min(1e-2).to(g.dtype)
         return torch.fft.irfft2(torch.fft.rfft2(g) / denom, s=(h, w))
 
     return apply
