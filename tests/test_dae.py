@@ -99,6 +99,23 @@ def test_tiny_training_improves_and_resumes_exactly(tmp_path):
         assert torch.equal(a, b), k
 
 
+def test_init_continues_from_weights(tmp_path):
+    folder = _write_training_images(tmp_path / "data")
+    quiet = dict(progress=False, log=lambda *a: None)
+    parent = train_dae(_tiny_config(folder, 20), tmp_path / "parent.safetensors", **quiet)
+    fresh = train_dae(_tiny_config(folder, 5), tmp_path / "fresh.safetensors", **quiet)
+    tuned = train_dae(_tiny_config(folder, 5, lr=3e-4), tmp_path / "tuned.safetensors",
+                      init=tmp_path / "parent.safetensors", **quiet)
+    # starting from the parent's weights, 5 steps end far above 5 steps from scratch
+    assert tuned.card["curve"][-1]["val_psnr"]["25"] > fresh.card["curve"][-1]["val_psnr"]["25"] + 0.5
+    assert tuned.card["init"]["steps"] == 20 and tuned.card["total_steps"] == 25
+    assert tuned.card["init"]["validation_psnr"] == parent.card["validation_psnr"]
+    other = _tiny_config(folder, 5)
+    other.arch_kwargs = {"widths": (4, 8, 16)}
+    with pytest.raises(ValueError, match="must match"):
+        train_dae(other, tmp_path / "bad.safetensors", init=tmp_path / "parent.safetensors", **quiet)
+
+
 @pytest.mark.skipif(not default_weights_path(3).exists(), reason="colour DAE weights not shipped yet")
 @pytest.mark.parametrize("channels", [1, 3])
 def test_shipped_dae_uses_sigma(channels, astronaut_crop, camera_crop):

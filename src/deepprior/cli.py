@@ -390,6 +390,8 @@ def _add_train_dae(sub):
     p.add_argument("--device", default="auto")
     p.add_argument("--out", required=True, help="output weights (.safetensors); a .json model card is written beside it")
     p.add_argument("--resume", help="checkpoint (.ckpt) to continue from")
+    p.add_argument("--init", help="start from these DAE weights (.safetensors) with a fresh optimiser and "
+                                  "schedule (fine-tuning; use another --seed for new patches)")
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=_cmd_train_dae)
 
@@ -403,7 +405,7 @@ def _cmd_train_dae(args) -> int:
                       batch=args.batch, patch=args.patch, lr=args.lr, val_every=args.val_every,
                       ckpt_every=args.val_every, seed=args.seed, precision=args.precision,
                       device=args.device)
-    train_dae(cfg, args.out, resume=args.resume, progress=not args.quiet)
+    train_dae(cfg, args.out, resume=args.resume, init=args.init, progress=not args.quiet)
     print(f"wrote {args.out}")
     return 0
 

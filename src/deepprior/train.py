@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from .compute import environment, get_compute
-from .nets.dae import DAE, FastDAE, count_parameters, save_dae
+from .nets.dae import DAE, FastDAE, count_parameters, load_dae, save_dae
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff"}
 
@@ -126,13 +126,16 @@ def _lr_at(cfg: TrainConfig, step: int) -> float:
 
 
 def train_dae(cfg: TrainConfig, out: str | Path, *, resume: str | Path | None = None,
-              checkpoint: str | Path | None = None, stop_at: int | None = None, progress: bool = True,
-              log=print) -> DAE:
+              init: str | Path | None = None, checkpoint: str | Path | None = None,
+              stop_at: int | None = None, progress: bool = True, log=print) -> DAE:
     """Train a DAE per ``cfg``; writes ``out`` (.safetensors + .json card) at the end.
 
     ``checkpoint`` (default ``out`` with suffix ``.ckpt``) is written every ``ckpt_every`` steps;
-    ``resume`` loads one and continues with identical RNG streams. ``stop_at`` ends this
-    invocation at that step (checkpoint written, no weights) — e.g. to fit a time slot.
+    ``resume`` loads one and continues with identical RNG streams. ``init`` starts from the
+    weights of a finished DAE (.safetensors, same architecture, channels and σ range) with a
+    fresh optimiser and learning-rate schedule: a second training run that continues the
+    first; the card records the parent's steps and time. ``stop_at`` ends this invocation at
+    that step (checkpoint written, no weights) — e.g. to fit a time slot.
     """
     out = Path(out)
     checkpoint = Path(checkpoint) if checkpoint else out.with_suffix(".ckpt")
@@ -159,6 +162,18 @@ def train_dae(cfg: TrainConfig, out: str | Path, *, resume: str | Path | None = 
     dae = dae.to(memory_format=compute.memory_format)
     opt = torch.optim.Adam(dae.parameters(), lr=cfg.lr, betas=(0.9, 0.999))
     step, curve, seconds, changes = 0, [], 0.0, []
+    parent = None
+    if init and not resume:
+        parent_dae = load_dae(init)
+        if parent_dae.config() != dae.config():
+            raise ValueError(f"--init {init} is a {parent_dae.config()} DAE; this run trains "
+                             f"{dae.config()} (architecture, channels and σ range must match)")
+        dae.load_state_dict(parent_dae.state_dict())
+        pc = parent_dae.card
+        parent = {"weights": Path(init).name, "steps": pc.get("total_steps", pc.get("steps")),
+                  "wall_seconds": pc.get("total_wall_seconds", pc.get("wall_seconds")),
+                  "validation_psnr": pc.get("validation_psnr")}
+        log(f"starting from {init} ({parent['steps']} steps)")
     if resume:
         state = torch.load(resume, map_location=compute.device, weights_only=True)
         dae.load_state_dict(state["model"])
@@ -166,6 +181,7 @@ def train_dae(cfg: TrainConfig, out: str | Path, *, resume: str | Path | None = 
         g.set_state(state["generator"])
         torch.set_rng_state(state["torch_rng"])
         step, curve, seconds = state["step"], json.loads(state["curve"]), state["seconds"]
+        parent = json.loads(state.get("parent", "null"))
         changes = json.loads(state.get("changes", "[]"))
         old = json.loads(state["config"])
         diff = {k: [old.get(k), v] for k, v in json.loads(json.dumps(asdict(cfg))).items() if old.get(k) != v}
@@ -177,7 +193,8 @@ def train_dae(cfg: TrainConfig, out: str | Path, *, resume: str | Path | None = 
         tmp = checkpoint.with_suffix(".ckpt.tmp")
         torch.save({"model": dae.state_dict(), "optimizer": opt.state_dict(), "generator": g.get_state(),
                     "torch_rng": torch.get_rng_state(), "step": step, "curve": json.dumps(curve),
-                    "seconds": seconds, "config": json.dumps(asdict(cfg)), "changes": json.dumps(changes)}, tmp)
+                    "seconds": seconds, "config": json.dumps(asdict(cfg)), "changes": json.dumps(changes),
+                    "parent": json.dumps(parent)}, tmp)
         tmp.replace(checkpoint)
 
     log(f"training {cfg.arch} DAE ({count_parameters(dae)} parameters, {cfg.channels} channels, "
@@ -246,6 +263,9 @@ def train_dae(cfg: TrainConfig, out: str | Path, *, resume: str | Path | None = 
         "curve": curve,
         "environment": environment(),
     }
+    if parent is not None:
+        card.update(init=parent, total_steps=(parent["steps"] or 0) + step,
+                    total_wall_seconds=round((parent["wall_seconds"] or 0) + seconds, 1))
     dae.card = card
     out.parent.mkdir(parents=True, exist_ok=True)
     save_dae(dae, out, card)
