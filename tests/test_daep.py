@@ -48,22 +48,27 @@ def test_vjp_prior_gradient_equals_autograd_of_the_prior_energy(channels, rgb32)
         torch.testing.assert_close(e, net(x + eps, s) - x)
 
 
-@pytest.mark.parametrize("descent", ["paper", "preconditioned"])
-def test_one_iteration_descends_the_normalised_energy_of_eq7(gray, descent):
+@pytest.mark.parametrize("descent,symmetrize", [("paper", False), ("preconditioned", False),
+                                                ("preconditioned", True)])
+def test_one_iteration_descends_the_normalised_energy_of_eq7(gray, descent, symmetrize):
     """With μ = 0 one DAEP step is x₁ = x₀ − α·P[∇E / (1/σ_d² + 4γ/σ_η²)] for the energy
     E = ½‖Ax − y‖²/σ_d² + ½·4γ/σ_η²·‖A_σε(x + ε) − x‖² (eq. 7 with eq. 8), by full autograd;
-    P = I (paper) or the blur preconditioner with data weight 1 − w and prior weight w."""
+    P = I (paper) or the blur preconditioner with data weight 1 − w and prior weight w; with
+    ``symmetrize`` A is evaluated as T⁻¹ A(T ·) for the flip/rotation T drawn after ε."""
     op = Blur(torch.ones(3, 3) / 9, "circular")
     y = (op.forward(gray) * 0.8 + 0.1)  # keeps x₀ = y and x₁ inside (0, 1): no clipping
     s_d, s_e, gamma, alpha, dae = 5 / 255, 25 / 255, 6.875, 0.1, tiny_dae()
     res = daep_mod.daep(y, op, sigma=s_d, iters=1, mu=0.0, alpha=alpha, dae=dae, seed=4,
-                        device="cpu", precision="fp32", descent=descent)
+                        device="cpu", precision="fp32", descent=descent, symmetrize=symmetrize)
     net = prior.load_prior_network(channels=1, compute=get_compute("cpu", "fp32"), dae=dae)
-    eps = s_e * torch.randn(y.shape, generator=torch.Generator().manual_seed(4))
+    gen = torch.Generator().manual_seed(4)
+    eps = s_e * torch.randn(y.shape, generator=gen)
+    t = int(torch.randint(8, (1,), generator=gen)) if symmetrize else 0
+    assert t != 0 or not symmetrize  # the seed draws a real flip/rotation
     p = 4 * gamma / (2 * s_e ** 2)
     xv = y.clone().requires_grad_(True)
-    energy = (0.5 * (op.forward(xv) - y).pow(2).sum() / s_d ** 2
-              + 0.5 * p * (net(xv + eps, s_e) - xv).pow(2).sum())
+    denoised = prior.dihedral_inverse(net(prior.dihedral(xv + eps, t), s_e), t)
+    energy = 0.5 * (op.forward(xv) - y).pow(2).sum() / s_d ** 2 + 0.5 * p * (denoised - xv).pow(2).sum()
     (grad,) = torch.autograd.grad(energy, xv)
     g = grad / (1 / s_d ** 2 + p)
     if descent == "preconditioned":

@@ -1,10 +1,11 @@
 import pytest
 import torch
 
-from deepprior.denoisers import DENOISERS, get_denoiser
+from deepprior.denoisers import DENOISERS, DAEDenoiser, dihedral, dihedral_inverse, get_denoiser
 from deepprior.metrics import psnr
 from deepprior.methods import get_method
 from deepprior.operators import Blur, Identity
+from helpers import tiny_dae
 
 
 @pytest.mark.parametrize("name", ["nlm", "bm3d", "tv"])
@@ -35,3 +36,24 @@ def test_denoise_method_estimates_sigma_when_blind(camera_crop):
     assert psnr(res.image, camera_crop) > psnr(y.clamp(0, 1), camera_crop) + 3
     with pytest.raises(ValueError, match="only denoises"):
         get_method("bm3d").run(y, Blur(torch.ones(3, 3) / 9))
+
+
+def test_dihedral_transforms_are_the_eight_symmetries():
+    """The 8 flips/rotations of a non-square image are distinct and each is undone exactly."""
+    x = torch.arange(2 * 3 * 5 * 7, dtype=torch.float32).reshape(2, 3, 5, 7)
+    outs = [dihedral(x, k) for k in range(8)]
+    assert len({tuple(o.flatten().tolist()) for o in outs}) == 8
+    for k, o in enumerate(outs):
+        assert o.shape[-2:] == ((5, 7) if k % 2 == 0 else (7, 5))
+        assert torch.equal(dihedral_inverse(o, k), x)
+
+
+def test_dae_self_ensemble_averages_the_eight_symmetries(camera_crop):
+    """self_ensemble=True returns the mean of T⁻¹ f(T y) over the 8 flips/rotations T."""
+    dae = tiny_dae()
+    y = camera_crop[..., :40, :36]
+    plain = DAEDenoiser(dae, self_ensemble=False)
+    ens = DAEDenoiser(dae, self_ensemble=True)(y, 25 / 255)
+    expected = sum(dihedral_inverse(plain(dihedral(y, k), 25 / 255), k) for k in range(8)) / 8
+    torch.testing.assert_close(ens, expected)
+    assert not torch.allclose(ens, plain(y, 25 / 255))

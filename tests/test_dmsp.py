@@ -37,7 +37,8 @@ def motion_kernel():
 
 
 class Oracle:
-    """A perfect denoiser for one image: r(x) = x_true. It isolates the solver from the prior."""
+    """A perfect denoiser for one image: r(x) = x_true. It isolates the solver from the prior.
+    It ignores its input, so it is not equivariant: use it with ``symmetrize=False``."""
 
     channels, sigma_range, conditional, name = None, (0.0, 1.0), True, "oracle"
 
@@ -202,7 +203,8 @@ def test_kernel_blind_recovers_the_kernel_with_an_oracle_prior(gray64):
                                                   generator=torch.Generator().manual_seed(0))
     placeholder = Blur(prior.delta_kernel((9, 9)), "valid")  # only its size and boundary are used
     res = dmsp_mod.dmsp(y, placeholder, sigma=None, iters=600, kernel_blind=True,
-                        kernel_estimator="joint", denoiser=Oracle(gray64), device="cpu")
+                        kernel_estimator="joint", denoiser=Oracle(gray64), device="cpu",
+                        symmetrize=False)
     k_est = torch.from_numpy(res.extras["kernel"]).float()
     k_init = prior.initial_kernel(9, "gaussian")
     assert res.settings["mode"] == "NA+KE" and res.settings["kernel_size"] == [9, 9]
@@ -218,7 +220,8 @@ def test_kernel_blind_l0_estimates_first_then_restores_non_blind(gray64):
     y = op.forward(gray64) + 0.01 * torch.randn(op.output_shape(gray64.shape),
                                                   generator=torch.Generator().manual_seed(0))
     res = dmsp_mod.dmsp(y, Blur(prior.delta_kernel((9, 9)), "valid"), iters=5, kernel_blind=True,
-                        denoiser=Oracle(gray64), device="cpu", kernel_params={"inner": 4})
+                        denoiser=Oracle(gray64), device="cpu", kernel_params={"inner": 4},
+                        symmetrize=False)
     expected = dmsp_mod.estimate_kernel(y, (9, 9), inner=4)
     torch.testing.assert_close(torch.from_numpy(res.extras["kernel"]).float(), expected)
     s = res.settings
@@ -280,21 +283,26 @@ def test_modes_follow_sigma(gray64):
     assert lams[0] == pytest.approx(255 ** 2 / 2.5 ** 2) and lams[-1] == pytest.approx(255 ** 2)
 
 
-@pytest.mark.parametrize("descent", ["paper", "preconditioned"])
-def test_nb_step_is_the_reference_update(gray64, descent):
+@pytest.mark.parametrize("descent,symmetrize", [("paper", False), ("preconditioned", False),
+                                                ("preconditioned", True)])
+def test_nb_step_is_the_reference_update(gray64, descent, symmetrize):
     """One NB iteration with μ = 0: x₁ = clip(x₀ − α·P[w·Kᵀ(Kx₀ − y) + (1 − w)(x₀ − r(x₀ + η))]),
-    P = I for the paper's update, the blur preconditioner (weights w, 1 − w) otherwise."""
+    P = I for the paper's update, the blur preconditioner (weights w, 1 − w) otherwise; with
+    ``symmetrize`` r is evaluated as T⁻¹ r(T ·) for the flip/rotation T drawn after η."""
     k = torch.ones(3, 3) / 9
     op = Blur(k, "circular")
     y = op.forward(gray64) * 0.9 + 0.05
     dae, s_n, alpha = tiny_dae(), 5 / 255, 0.1
     res = dmsp_mod.dmsp(y, op, sigma=s_n, iters=1, mu=0.0, alpha=alpha, dae=dae, seed=3,
-                        device="cpu", precision="fp32", descent=descent)
+                        device="cpu", precision="fp32", descent=descent, symmetrize=symmetrize)
     net = prior.load_prior_network(channels=1, compute=get_compute("cpu", "fp32"), dae=dae)
     s1 = 11 / 255
-    eta = s1 * torch.randn(y.shape, generator=torch.Generator().manual_seed(3))
+    gen = torch.Generator().manual_seed(3)
+    eta = s1 * torch.randn(y.shape, generator=gen)
+    t = int(torch.randint(8, (1,), generator=gen)) if symmetrize else 0
+    assert t != 0 or not symmetrize  # the seed draws a real flip/rotation
     with torch.no_grad():
-        pg = y - net(y + eta, s1)
+        pg = y - prior.dihedral_inverse(net(prior.dihedral(y + eta, t), s1), t)
     lam = 1 / s_n ** 2
     w = lam / (lam + 1 / s1 ** 2)
     g = w * op.adjoint(op.forward(y) - y) + (1 - w) * pg
@@ -302,7 +310,7 @@ def test_nb_step_is_the_reference_update(gray64, descent):
         g = prior.blur_preconditioner(op, y.shape)(g, w, 1 - w)
     expected = (y - alpha * g).clamp(0, 1)
     torch.testing.assert_close(res.image, expected, rtol=1e-5, atol=1e-6)
-    assert res.settings["descent"] == descent
+    assert res.settings["descent"] == descent and res.settings["symmetrize"] == symmetrize
 
 
 def test_ctrl_c_returns_the_current_estimate(gray64):
@@ -376,6 +384,28 @@ def test_prior_noise_antithetic_pairs():
     torch.testing.assert_close(a1, p1)
     torch.testing.assert_close(a3, p2)  # the pair used one draw; the next pair takes the next
     assert not torch.allclose(p1, p2)
+
+
+def test_prior_noise_dihedral_transforms():
+    """dihedral: each fresh η comes with a flip/rotation index in 0..7, kept by its antithetic
+    partner and varying between pairs; off, the index stays 0 and the noise sequence is the
+    plain one (the generator is not consumed)."""
+    shape, s = (1, 1, 8, 8), 0.1
+    sym = prior.PriorNoise(s, torch.Generator().manual_seed(5), "cpu", antithetic=True, dihedral=True)
+    pairs = []
+    for _ in range(16):
+        sym(shape)
+        first = sym.transform
+        sym(shape)
+        assert sym.transform == first
+        pairs.append(first)
+    assert set(pairs) <= set(range(8)) and len(set(pairs)) >= 4
+    off = prior.PriorNoise(s, torch.Generator().manual_seed(5), "cpu")
+    plain = [off(shape) for _ in range(3)]
+    assert off.transform == 0
+    ref = torch.Generator().manual_seed(5)
+    for p_ in plain:
+        torch.testing.assert_close(p_, prior.draw_noise(shape, s, ref, "cpu"))
 
 
 @pytest.mark.parametrize("name", ["circular", "valid"])

@@ -33,15 +33,32 @@ def _check_sigma(sigma) -> float:
     return s
 
 
+def dihedral(x: torch.Tensor, k: int) -> torch.Tensor:
+    """The ``k``-th of the 8 flips/rotations of the image plane (0 = identity): a rotation by
+    ``k mod 4`` quarter turns, then a left–right flip when ``k ≥ 4``."""
+    x = torch.rot90(x, k % 4, (-2, -1)) if k % 4 else x
+    return x.flip(-1) if k >= 4 else x
+
+
+def dihedral_inverse(x: torch.Tensor, k: int) -> torch.Tensor:
+    """Undo :func:`dihedral` ``k``."""
+    x = x.flip(-1) if k >= 4 else x
+    return torch.rot90(x, -(k % 4), (-2, -1)) if k % 4 else x
+
+
 class DAEDenoiser:
     """Our DAE as a plain denoiser. ``dae`` defaults to the shipped weights for the
-    image's channel count (loaded on first use); σ outside the training range is clamped."""
+    image's channel count (loaded on first use); σ outside the training range is clamped.
+    ``self_ensemble=True`` averages the DAE over the 8 flips/rotations of the image
+    (:func:`dihedral`): 8× the time, a slightly better estimate."""
 
     name = "dae"
 
-    def __init__(self, dae=None, compute: Compute | None = None, tile: int | None = 1024):
+    def __init__(self, dae=None, compute: Compute | None = None, tile: int | None = 1024,
+                 self_ensemble: bool = False):
         self.compute = compute or get_compute()
         self.tile = tile
+        self.self_ensemble = bool(self_ensemble)
         self._fast = {}
         if dae is not None:
             self._fast[dae.channels] = self._wrap(dae)
@@ -63,8 +80,11 @@ class DAEDenoiser:
         s = _check_sigma(sigma)
         net = self.network(x.shape[1])
         lo, hi = net.sigma_range
+        s = min(max(s, lo), hi)
         with torch.no_grad():
-            return net(x, min(max(s, lo), hi))
+            if not self.self_ensemble:
+                return net(x, s)
+            return sum(dihedral_inverse(net(dihedral(x, k), s), k) for k in range(8)) / 8
 
 
 class NLMDenoiser:

@@ -26,7 +26,9 @@ iterations. When σ_d = 0 (super-resolution) the relative prior weight is w = 1/
 
 Our default ``descent='preconditioned'`` (blur operators) replaces ``g`` by
 ``((1 − w)·c·AᵀA + w·I)⁻¹ g`` and draws ε in antithetic pairs (ε, −ε) — ``prior.descent_aids``;
-the fixed points are eq. 7's. ``descent='paper'`` runs Algorithm 1 as published.
+the fixed points are eq. 7's. Our default ``symmetrize=True`` (every task) evaluates the DAE
+on a random flip/rotation of ``I + ε`` each draw (``prior.PriorNoise``): the prior becomes the
+DAE's geometric self-ensemble. ``descent='paper', symmetrize=False`` runs Algorithm 1 as published.
 """
 from __future__ import annotations
 
@@ -64,7 +66,7 @@ def autoencoder_error_gradient(network, x: torch.Tensor, sigma_dae: float,
     eps = noise(x.shape)
     xin = (x.detach() + eps).requires_grad_(True)
     with torch.enable_grad():
-        out = network(xin, sigma_dae)
+        out = noise.denoise(network, xin, sigma_dae)
         e = (out - x).detach()
         (jte,) = torch.autograd.grad(out, xin, grad_outputs=e)
     return jte - e, e
@@ -88,7 +90,7 @@ def daep_prior_weight(sigma_d: float, sigma_dae: float = DAEP_SIGMA_DAE,
 def daep(y, operator, *, sigma=None, iters=None, callback=None, reference=None, seed=0,
          device="auto", precision="auto", progress=False, weights=None, dae=None, denoiser=None,
          sigma_dae=None, gamma=DAEP_GAMMA, alpha=0.1, mu=0.9, data_scale="auto",
-         descent="preconditioned", **params) -> Result:
+         descent="preconditioned", symmetrize=True, **params) -> Result:
     """Restore ``y = A x + n`` by MAP with the autoencoding prior (DAEP).
 
     Parameters
@@ -124,6 +126,10 @@ def daep(y, operator, *, sigma=None, iters=None, callback=None, reference=None, 
         Fourier preconditioner of the data term and antithetic prior-noise pairs
         (``prior.descent_aids``) — same fixed points, about 3× fewer iterations for the same
         PSNR; other operators run the paper's iteration. ``'paper'``: the published update.
+    symmetrize : bool
+        True (default, ours): each prior gradient evaluates the DAE (and its vector–Jacobian
+        product) on one of the 8 flips/rotations of ``I + ε``, drawn at random, mapped back
+        (``prior.PriorNoise``). Same cost. False: Algorithm 1 as published.
     callback, reference, seed, device, precision, progress
         As every method (``methods.base``). ``seed`` seeds ε; ``precision`` 'auto' runs the DAE
         forward and its vector–Jacobian product under bf16 autocast where the CPU has bf16
@@ -166,7 +172,8 @@ def daep(y, operator, *, sigma=None, iters=None, callback=None, reference=None, 
     x = initial_estimate(operator, y)
     n_meas = measurement_count(operator, y)
     step = torch.zeros_like(x)
-    noise, precond = descent_aids(descent, operator, tuple(x.shape), c_scale, s_eps, gen, dev)
+    noise, precond = descent_aids(descent, operator, tuple(x.shape), c_scale, s_eps, gen, dev,
+                                  symmetrize=bool(symmetrize))
     ref = None if reference is None else torch.as_tensor(reference, dtype=torch.float32).to(dev)
 
     with Progress(iters, reference=ref, callback=callback, show=progress, desc="daep") as prog:
@@ -185,7 +192,7 @@ def daep(y, operator, *, sigma=None, iters=None, callback=None, reference=None, 
 
     settings = {
         "method": "daep", "task": task, "iters": iters, "alpha": float(alpha), "mu": float(mu),
-        "descent": "paper" if precond is None else "preconditioned",
+        "descent": "paper" if precond is None else "preconditioned", "symmetrize": bool(symmetrize),
         "sigma": sigma, "sigma_source": sigma_source, "noise_free": noise_free,
         "prior_weight": "1/sqrt(t)" if noise_free else w_fixed,
         "sigma_dae": s_eps, "sigma_eta": math.sqrt(2) * s_eps, "gamma": float(gamma),
