@@ -12,6 +12,7 @@ import torch
 from skimage import data
 
 from deepprior.compute import get_compute
+from deepprior.denoisers import dihedral, dihedral_inverse
 from deepprior.methods import METHODS, get_method
 from deepprior.methods import daep as daep_mod
 from deepprior.methods import prior
@@ -67,7 +68,7 @@ def test_one_iteration_descends_the_normalised_energy_of_eq7(gray, descent, symm
     assert t != 0 or not symmetrize  # the seed draws a real flip/rotation
     p = 4 * gamma / (2 * s_e ** 2)
     xv = y.clone().requires_grad_(True)
-    denoised = prior.dihedral_inverse(net(prior.dihedral(xv + eps, t), s_e), t)
+    denoised = dihedral_inverse(net(dihedral(xv + eps, t), s_e), t)
     energy = 0.5 * (op.forward(xv) - y).pow(2).sum() / s_d ** 2 + 0.5 * p * (denoised - xv).pow(2).sum()
     (grad,) = torch.autograd.grad(energy, xv)
     g = grad / (1 / s_d ** 2 + p)

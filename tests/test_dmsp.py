@@ -12,6 +12,7 @@ import torch
 from skimage import data
 
 from deepprior.compute import get_compute
+from deepprior.denoisers import dihedral, dihedral_inverse
 from deepprior.methods import METHODS, get_method
 from deepprior.methods import dmsp as dmsp_mod
 from deepprior.methods import prior
@@ -302,7 +303,7 @@ def test_nb_step_is_the_reference_update(gray64, descent, symmetrize):
     t = int(torch.randint(8, (1,), generator=gen)) if symmetrize else 0
     assert t != 0 or not symmetrize  # the seed draws a real flip/rotation
     with torch.no_grad():
-        pg = y - prior.dihedral_inverse(net(prior.dihedral(y + eta, t), s1), t)
+        pg = y - dihedral_inverse(net(dihedral(y + eta, t), s1), t)
     lam = 1 / s_n ** 2
     w = lam / (lam + 1 / s1 ** 2)
     g = w * op.adjoint(op.forward(y) - y) + (1 - w) * pg

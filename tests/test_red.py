@@ -4,6 +4,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from deepprior.denoisers import dihedral, dihedral_inverse
 from deepprior.methods import get_method
 from deepprior.methods.red import RED_PRESETS, conjugate_gradient, red
 from deepprior.operators import Blur, Downsample, Identity, Mask, Mosaic
@@ -50,6 +51,26 @@ def test_one_fixed_point_step_for_denoising_is_eq11(gray):
     assert res.settings["lam_eff"] == pytest.approx(lam)
     x0 = y.clamp(0, 1)  # the default start: the observation, clipped
     torch.testing.assert_close(res.image, ((y + lam * linear_smoother(x0, 0)) / (1 + lam)).clamp(0, 1))
+
+
+def test_symmetrize_evaluates_the_denoiser_on_a_random_flip_or_rotation(gray):
+    """symmetrize=True: the denoiser sees T x for a T drawn from the seed's generator, and its
+    output is mapped back by T⁻¹ (eq. 11 with T⁻¹ f(T x)); symmetrize=False: f(x) as published."""
+    def lopsided(x, sigma):  # not equivariant: shifts the image right by one pixel
+        return torch.roll(x, 1, dims=-1)
+
+    y = noisy(gray, 0.1)
+    lam, kw = 0.7, dict(sigma=0.1, iters=1, denoiser=lopsided, sigma_f=10, lam=0.7 / 25.5 ** 2,
+                        device="cpu", seed=1)
+    x0 = y.clamp(0, 1)
+    k = int(torch.randint(8, (1,), generator=torch.Generator().manual_seed(1)))
+    assert k != 0
+    fx = dihedral_inverse(lopsided(dihedral(x0, k), 0), k)
+    sym = red(y, Identity(), **kw)
+    torch.testing.assert_close(sym.image, ((y + lam * fx) / (1 + lam)).clamp(0, 1))
+    plain = red(y, Identity(), symmetrize=False, **kw)
+    torch.testing.assert_close(plain.image, ((y + lam * lopsided(x0, 0)) / (1 + lam)).clamp(0, 1))
+    assert sym.settings["symmetrize"] and not plain.settings["symmetrize"]
 
 
 @pytest.mark.parametrize("solver", ["fixed-point", "sd"])

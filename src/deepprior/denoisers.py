@@ -46,6 +46,26 @@ def dihedral_inverse(x: torch.Tensor, k: int) -> torch.Tensor:
     return torch.rot90(x, -(k % 4), (-2, -1)) if k % 4 else x
 
 
+def denoise_transformed(f, x: torch.Tensor, sigma, k: int) -> torch.Tensor:
+    """``T⁻¹ f(T x, σ)`` for the flip/rotation ``T`` = :func:`dihedral` ``k`` (differentiable)."""
+    return dihedral_inverse(f(dihedral(x, k), sigma), k)
+
+
+class RandomSymmetry:
+    """A denoiser evaluated on a random one of the 8 flips/rotations of its input at each call,
+    drawn from ``generator`` (ours). Iterative methods that call a denoiser many times (RED)
+    thereby average it over the symmetries of the image plane — the self-ensemble of
+    ``DAEDenoiser(self_ensemble=True)`` at the cost of one call."""
+
+    def __init__(self, denoiser, generator: torch.Generator):
+        self.denoiser, self.generator = denoiser, generator
+        self.name = getattr(denoiser, "name", getattr(denoiser, "__name__", "callable"))
+
+    def __call__(self, x: torch.Tensor, sigma) -> torch.Tensor:
+        k = int(torch.randint(8, (1,), generator=self.generator))
+        return denoise_transformed(self.denoiser, x, sigma, k)
+
+
 class DAEDenoiser:
     """Our DAE as a plain denoiser. ``dae`` defaults to the shipped weights for the
     image's channel count (loaded on first use); σ outside the training range is clamped.
@@ -84,7 +104,7 @@ class DAEDenoiser:
         with torch.no_grad():
             if not self.self_ensemble:
                 return net(x, s)
-            return sum(dihedral_inverse(net(dihedral(x, k), s), k) for k in range(8)) / 8
+            return sum(denoise_transformed(net, x, s, k) for k in range(8)) / 8
 
 
 class NLMDenoiser:

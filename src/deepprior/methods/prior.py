@@ -25,7 +25,7 @@ from typing import Callable
 import torch
 
 from ..compute import Compute, resolve_device
-from ..denoisers import dihedral, dihedral_inverse
+from ..denoisers import denoise_transformed
 
 # --------------------------------------------------------------------------- set-up
 
@@ -352,8 +352,7 @@ class PriorNoise:
 
     def denoise(self, network, x_noisy: torch.Tensor, sigma: float) -> torch.Tensor:
         """``T⁻¹ r_σ(T x_noisy)`` with the current transform ``T`` (differentiable)."""
-        k = self.transform
-        return dihedral_inverse(network(dihedral(x_noisy, k), sigma), k)
+        return denoise_transformed(network, x_noisy, sigma, self.transform)
 
 
 def blur_preconditioner(operator, x_shape, scale: float = 1.0) -> Callable | None:
