@@ -75,14 +75,17 @@ class REDPreset:
 # deblur (128² butterfly crop, 9×9 uniform blur, σ = √2, 200 iterations, PSNR on Y; σ_f ∈ {3, 5,
 #   10}, λ_eff ∈ {0.005 … 1}): DAE σ_f = 3, λ_eff = 0.05 (λ = 0.025) → 29.41 dB; NLM σ_f = 5,
 #   λ_eff = 0.1 → 27.83 dB. (RED's own deblurring λ is 0.02, with TNRD.) On the 8 cases of
-#   deepred-deblur-color the DAE row peaks near 100 iterations (30.21 dB mean at 100, 30.11 at
-#   200: the CG steps slowly amplify noise), hence 100 iterations. inpaint/demosaic reuse it.
+#   deepred-deblur-color the DAE row without symmetrization peaked near 100 iterations (30.21 dB
+#   mean at 100, 30.11 at 200: the CG steps slowly amplified the DAE's orientation-specific
+#   artefacts). With symmetrize=True it keeps improving: 30.77 at 100, 31.19 at 200, 31.22 at
+#   300 (deepred-deblur-color_red-dae_symmetrized_300it.json), hence 200 iterations.
+#   inpaint/demosaic reuse λ and σ_f with 100 iterations.
 # sr: DeepRED Table 1's regulariser (BM3D, σ_f = 5, λ = 0.05) on noise-free data (σ₈ = 1), as
 #   the paper's "RED [FP-BM3D]".
 RED_PRESETS = {
     "denoise": REDPreset("nlm", None, 0.0032, 30, "ours: sweep on a 128² crop, σ = 25 (see source)",
                          sigma_f_factor=0.5),
-    "deblur": REDPreset("dae", 3.0, 0.025, 100, "ours: sweep on a 128² crop (see source)"),
+    "deblur": REDPreset("dae", 3.0, 0.025, 200, "ours: sweep on a 128² crop (see source)"),
     "sr": REDPreset("bm3d", 5.0, 0.05, 100, "DeepRED Table 1 SISR regulariser (BM3D, σ_f 5, λ 0.05)"),
     "inpaint": REDPreset("dae", 3.0, 0.025, 100, "the deblurring row (ours)"),
     "demosaic": REDPreset("dae", 3.0, 0.025, 100, "the deblurring row (ours)"),
