@@ -19,6 +19,8 @@ from deepprior.bench.runner import run_protocol
 from deepprior.io import read_image, write_image
 from deepprior.methods import get_method
 from deepprior.metrics import psnr
+from deepprior.nets.dae import save_dae, weights_digest
+from helpers import TINY_HOURGLASS, tiny_dae
 
 SIZE = 48  # divisible by 2, 3 and 4
 
@@ -280,6 +282,47 @@ def test_checkpoint_and_resume(images, tmp_path):
     with pytest.raises(ValueError, match="different iters"):
         run_protocol("classic-denoise-set12", limit=1, cases={"sigma": [15]}, checkpoint=ckpt, resume=True,
                      **{**common, "iters": 4})
+
+
+def test_results_record_the_dae_weights_and_resume_checks_them(images, tmp_path):
+    """A learned method's JSON names the DAE weights it ran with (file and SHA-256 prefix); a
+    checkpoint written with other weights is refused; classical methods record none."""
+    w1, w2 = tmp_path / "w1.safetensors", tmp_path / "w2.safetensors"
+    save_dae(tiny_dae(1, seed=0), w1)
+    save_dae(tiny_dae(1, seed=1), w2)
+    assert weights_digest(w1) != weights_digest(w2)
+    ckpt = tmp_path / "run.json"
+    common = dict(images=images, limit=1, cases={"sigma": [25]}, method="dae", device="cpu", precision="fp32",
+                  progress=False, checkpoint=ckpt)
+    run = run_protocol("denoise-set12", method_params={"weights": str(w1)}, **common)
+    assert run["settings"]["dae_weights"] == {"given": {"file": "w1.safetensors", "sha256": weights_digest(w1)}}
+    w2.replace(w1)  # same path, other weights
+    with pytest.raises(ValueError, match="different dae_weights"):
+        run_protocol("denoise-set12", method_params={"weights": str(w1)}, resume=True, **common)
+    classic = run_protocol("classic-denoise-set12", images=images, limit=1, iters=2, cases={"sigma": [25]},
+                           device="cpu", progress=False)
+    assert classic["settings"]["dae_weights"] is None
+
+
+def test_dip_protocol_records_where_its_stopping_rules_fired(images):
+    """fit_metrics of the DIP protocols: the stop rule and iteration, and the ES-WMV variance
+    series every 10 iterations up to the stop."""
+    from deepprior.bench.protocols_dip import WMV_SERIES_EVERY
+
+    window, patience = 10, 20
+    run = run_protocol("dip-denoise-cbm3d9-auto", images=images, limit=1, iters=300, device="cpu",
+                       progress=False, method_params={"net": TINY_HOURGLASS, "wmv_window": window,
+                                                      "wmv_patience": patience})
+    row = run["results"][0]
+    assert row["stop_reason"] == "wmv" and row["stop_iter"] < 300
+    assert row["wmv_detect_iter"] == row["wmv_min_iter"] + patience == row["stop_iter"]
+    series = row["wmv_series"]
+    assert series["every"] == WMV_SERIES_EVERY
+    assert series["iter"][0] == window and all(b - a == WMV_SERIES_EVERY for a, b in
+                                               zip(series["iter"], series["iter"][1:]))
+    assert len(series["var"]) == len(series["psnr"]) == len(series["iter"])
+    assert all(v >= 0 for v in series["var"]) and all(p is not None for p in series["psnr"])
+    assert series["iter"][-1] == row["stop_iter"] // WMV_SERIES_EVERY * WMV_SERIES_EVERY
 
 
 def test_seed_offset_changes_only_the_method_seed(images, tmp_path):

@@ -4,11 +4,13 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from deepprior.denoisers import dihedral, dihedral_inverse
+from deepprior.compute import get_compute
+from deepprior.denoisers import DAEDenoiser, dihedral, dihedral_inverse
 from deepprior.methods import get_method
 from deepprior.methods.red import RED_PRESETS, conjugate_gradient, red
+from deepprior.nets.dae import save_dae
 from deepprior.operators import Blur, Downsample, Identity, Mask, Mosaic
-from helpers import noisy, psnr
+from helpers import noisy, psnr, tiny_dae
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -131,3 +133,18 @@ def test_clear_errors(gray):
         red(gray, Identity(), sigma=0.1, mu=3)
     with pytest.raises(ValueError, match="8-bit"):
         red(gray, Identity(), sigma_f=300)
+    with pytest.raises(ValueError, match="weights= is for the 'dae' denoiser"):
+        red(gray, Identity(), sigma=0.1, denoiser="nlm", weights="dae.safetensors")
+
+
+def test_dae_denoiser_from_a_weights_file(gray, tmp_path):
+    """``weights=`` loads a trained DAE file for the 'dae' denoiser: the same result as passing
+    the network itself."""
+    path = tmp_path / "tiny.safetensors"
+    save_dae(tiny_dae(1, seed=3), path)
+    y = noisy(gray, 0.1, seed=1)
+    common = dict(sigma=0.1, iters=2, seed=0, device="cpu", precision="fp32")
+    from_file = red(y, Identity(), denoiser="dae", weights=path, **common)
+    f = DAEDenoiser(tiny_dae(1, seed=3), compute=get_compute("cpu", "fp32"))
+    given = red(y, Identity(), denoiser=f, **common)
+    assert torch.equal(from_file.image, given.image)

@@ -67,15 +67,22 @@ class RandomSymmetry:
 
 
 class DAEDenoiser:
-    """Our DAE as a plain denoiser. ``dae`` defaults to the shipped weights for the
-    image's channel count (loaded on first use); σ outside the training range is clamped.
+    """Our DAE as a plain denoiser: ``dae`` (a network) or ``weights`` (a ``.safetensors`` file
+    of ``deepprior train-dae``), by default the shipped weights for the image's channel count
+    (loaded on first use); σ outside the training range is clamped.
     ``self_ensemble=True`` averages the DAE over the 8 flips/rotations of the image
     (:func:`dihedral`): 8× the time, a slightly better estimate."""
 
     name = "dae"
 
     def __init__(self, dae=None, compute: Compute | None = None, tile: int | None = 1024,
-                 self_ensemble: bool = False):
+                 self_ensemble: bool = False, weights=None):
+        if dae is not None and weights is not None:
+            raise ValueError("pass dae= or weights=, not both")
+        if weights is not None:
+            from .nets.dae import load_dae
+
+            dae = load_dae(weights)
         self.compute = compute or get_compute()
         self.tile = tile
         self.self_ensemble = bool(self_ensemble)

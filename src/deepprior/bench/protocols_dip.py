@@ -30,13 +30,18 @@ TRACE_ITERS = (50, 100, 200, 300, 500, 750, 1000, 1500, 1800, 2000, 3000, 4000, 
                20000, 30000)
 
 
+WMV_SERIES_EVERY = 10
+
+
 def fit_metrics(protocol, case, prep, estimate, result, context) -> dict:
     """Where the DIP/DeepRED fit stopped and what its monitors saw (last run of the case):
     stop rule and iteration, the iterate returned, backtracks, where the discrepancy rule and
     ES-WMV fired, and — from the per-iteration PSNR of the returned estimate (float, all
     channels, no crop: the method's own history, not the protocol's convention) — the best
     PSNR along the run, its iteration and seconds, and the PSNR where each rule fired.
-    DeepRED adds its denoiser calls, seconds in the denoiser and the final ADMM gap."""
+    DeepRED adds its denoiser calls, seconds in the denoiser and the final ADMM gap.
+    ``wmv_series``: every :data:`WMV_SERIES_EVERY` iterations, ES-WMV's windowed variance and
+    the PSNR of the estimate — enough to replay the rule offline with another patience."""
     runs = result.extras.get("runs") or []
     if not runs:
         return {}
@@ -50,6 +55,11 @@ def fit_metrics(protocol, case, prep, estimate, result, context) -> dict:
         out.update(psnr_float_best=p["best"], psnr_float_best_iter=p["best_iter"],
                    seconds_to_best=p["best_seconds"], psnr_float_last=p["last"],
                    psnr_float_at_discrepancy=p["at_discrepancy"], psnr_float_at_wmv_min=p["at_wmv_min"])
+    series = [h for h in result.history if "wmv_var" in h and h["iter"] % WMV_SERIES_EVERY == 0]
+    if series:
+        out["wmv_series"] = {"every": WMV_SERIES_EVERY, "iter": [h["iter"] for h in series],
+                             "var": [h["wmv_var"] for h in series],
+                             "psnr": [h.get("psnr") for h in series]}
     admm = r.get("admm")
     if admm:
         out.update(denoiser_calls=admm["denoiser_calls"], denoiser_seconds=admm["denoiser_seconds"],

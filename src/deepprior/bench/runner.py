@@ -300,6 +300,7 @@ def run_protocol(name: str, method: str | None = None, data_root=None, images=No
         "device": str(dev), "precision": prec,
         "extra_metrics": getattr(protocol.extra_metrics, "__name__", None),
         "save_images": None if out_dir is None else str(out_dir),
+        "dae_weights": _dae_weights(info, params),
     }
 
     show_bar = bool(progress) and sys.stderr.isatty()
@@ -394,7 +395,19 @@ def run_protocol(name: str, method: str | None = None, data_root=None, images=No
 
 # settings that must agree for a checkpoint's rows to be reused
 _RESUME_KEYS = ("protocol", "method", "iters", "method_params", "images", "precision", "task", "seed_offset",
-                "psnr", "boundary", "sr_filter", "missing", "pattern", "kernel_set")
+                "psnr", "boundary", "sr_filter", "missing", "pattern", "kernel_set", "dae_weights")
+
+
+def _dae_weights(info, params: dict) -> dict | None:
+    """Which DAE weights a learned or hybrid method could load: the file given as
+    ``weights=`` or the shipped gray and colour files, each with its SHA-256 prefix."""
+    if info.kind not in ("learned", "hybrid"):
+        return None
+    from ..nets.dae import default_weights_path, weights_digest
+    given = params.get("weights")
+    paths = {"given": Path(given)} if given is not None else {
+        "gray": default_weights_path(1), "color": default_weights_path(3)}
+    return {k: {"file": p.name, "sha256": weights_digest(p)} for k, p in paths.items() if p.exists()}
 
 
 # settings added after some checkpoints were written: their value when absent

@@ -164,7 +164,7 @@ def deepred(y, operator, *, sigma=None, iters=None, callback=None, reference=Non
             device="auto", precision="auto", progress=False, preset=None, denoiser=None,
             sigma_f=None, lam=None, mu=None, interval=10, x_solver="fixed-point", inner=1,
             sd_step=None, concurrent=False, x_init="observation", lr=None, sigma_p=None, ema="preset",
-            stop="fixed", **dip_params) -> Result:
+            stop="fixed", weights=None, **dip_params) -> Result:
     """DeepRED restoration (Algorithm 1 of Mataev et al.) for any operator.
 
     Parameters
@@ -178,6 +178,8 @@ def deepred(y, operator, *, sigma=None, iters=None, callback=None, reference=Non
         f of RED: 'nlm' (scikit-image, the paper's for denoising/deblurring), 'bm3d' (the
         ``bm3d`` package, the paper's for SR), 'dae' (our DAE — the paper's "future work
         (ii)"), 'tv', or ``f(x, sigma)``. Default: the preset's.
+    weights : path-like, optional
+        DAE weights (``.safetensors``) for the 'dae' denoiser; default: the shipped ones.
     sigma_f : float, optional
         Noise level given to f, in **8-bit units** (Table 1: 3 or 5).
     lam, mu : float, optional
@@ -233,7 +235,7 @@ def deepred(y, operator, *, sigma=None, iters=None, callback=None, reference=Non
         raise ValueError(f"sigma_f is in 8-bit units (0–255), got {sf8:g}")
     step = 1.0 / (lam + mu) if sd_step is None else float(sd_step)
     compute = get_compute(device, precision)
-    f, f_name = make_denoiser(pre.denoiser if denoiser is None else denoiser, compute)
+    f, f_name = make_denoiser(pre.denoiser if denoiser is None else denoiser, compute, weights)
 
     pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="deepred-f") if concurrent else None
     states: list[_ADMM] = []

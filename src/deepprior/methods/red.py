@@ -94,14 +94,17 @@ RED_PRESETS = {
 SIGMA8_FLOOR = 1.0
 
 
-def make_denoiser(denoiser, compute) -> tuple[Callable, str]:
-    """``(f(x, σ), name)`` for a denoiser name of :mod:`deepprior.denoisers` or a callable."""
+def make_denoiser(denoiser, compute, weights=None) -> tuple[Callable, str]:
+    """``(f(x, σ), name)`` for a denoiser name of :mod:`deepprior.denoisers` or a callable;
+    ``weights``: DAE weights file for the 'dae' denoiser (default: the shipped ones)."""
+    if weights is not None and denoiser != "dae":
+        raise ValueError(f"weights= is for the 'dae' denoiser, not {denoiser!r}")
     if callable(denoiser):
         return denoiser, getattr(denoiser, "name", getattr(denoiser, "__name__", "callable"))
     if denoiser not in DENOISERS:
         raise ValueError(f"unknown denoiser {denoiser!r}; choose from {', '.join(DENOISERS)} "
                          "or pass a callable f(x, sigma)")
-    kwargs = {"compute": compute} if denoiser == "dae" else {}
+    kwargs = {"compute": compute, "weights": weights} if denoiser == "dae" else {}
     return get_denoiser(denoiser, **kwargs), denoiser
 
 
@@ -129,7 +132,7 @@ def conjugate_gradient(apply, rhs: torch.Tensor, x0: torch.Tensor, iters: int) -
           kind="hybrid")
 def red(y, operator, *, sigma=None, iters=None, callback=None, reference=None, seed=0,
         device="auto", precision="auto", progress=False, denoiser=None, sigma_f=None, lam=None,
-        solver="fixed-point", inner=5, x0=None, symmetrize=True, **params) -> Result:
+        solver="fixed-point", inner=5, x0=None, symmetrize=True, weights=None, **params) -> Result:
     """RED restoration: minimise ``‖Hx − y‖²/(2σ²) + (λ/2)·xᵀ(x − f(x))`` (σ in 8-bit units).
 
     Parameters
@@ -146,6 +149,8 @@ def red(y, operator, *, sigma=None, iters=None, callback=None, reference=None, s
     denoiser : str or callable, optional
         'nlm', 'bm3d', 'dae' (our DAE, bf16 fast path), 'tv', or ``f(x, sigma) -> x``.
         Default per task (:data:`RED_PRESETS`).
+    weights : path-like, optional
+        DAE weights (``.safetensors``) for the 'dae' denoiser; default: the shipped ones.
     sigma_f : float, optional
         The denoiser's noise level in **8-bit units** (as DeepRED Table 1: 3, 5); default
         per task (denoising: half the noise level of y).
@@ -184,7 +189,7 @@ def red(y, operator, *, sigma=None, iters=None, callback=None, reference=None, s
     lam = float(preset.lam if lam is None else lam)
     if lam <= 0:
         raise ValueError(f"lam must be positive, got {lam}")
-    f, f_name = make_denoiser(preset.denoiser if denoiser is None else denoiser, compute)
+    f, f_name = make_denoiser(preset.denoiser if denoiser is None else denoiser, compute, weights)
     if symmetrize:
         f = RandomSymmetry(f, seed_everything(seed))
     sigma_source = "given"

@@ -19,6 +19,7 @@ network provides ``A_σ`` for every σ in its training range.
 from __future__ import annotations
 
 import copy
+import hashlib
 import json
 from pathlib import Path
 
@@ -283,6 +284,11 @@ def load_dae(path: str | Path) -> DAE:
 
 def default_weights_path(channels: int) -> Path:
     return WEIGHTS_DIR / f"dae_{'gray' if channels == 1 else 'color'}.safetensors"
+
+
+def weights_digest(path) -> str:
+    """First 16 hex digits of the SHA-256 of a weights file: which DAE a result used."""
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()[:16]
 
 
 def load_default_dae(channels: int) -> DAE:
