@@ -19,7 +19,7 @@ from deepprior.bench.runner import run_protocol
 from deepprior.io import read_image, write_image
 from deepprior.methods import get_method
 from deepprior.metrics import psnr
-from deepprior.nets.dae import save_dae, weights_digest
+from deepprior.nets.dae import default_weights_path, save_dae, weights_digest
 from helpers import TINY_HOURGLASS, tiny_dae
 
 SIZE = 48  # divisible by 2, 3 and 4
@@ -295,10 +295,15 @@ def test_results_record_the_dae_weights_and_resume_checks_them(images, tmp_path)
     common = dict(images=images, limit=1, cases={"sigma": [25]}, method="dae", device="cpu", precision="fp32",
                   progress=False, checkpoint=ckpt)
     run = run_protocol("denoise-set12", method_params={"weights": str(w1)}, **common)
-    assert run["settings"]["dae_weights"] == {"given": {"file": "w1.safetensors", "sha256": weights_digest(w1)}}
+    assert run["settings"]["dae_weights"] == {"file": "w1.safetensors", "sha256": weights_digest(w1),
+                                              "shipped": False}
     w2.replace(w1)  # same path, other weights
     with pytest.raises(ValueError, match="different dae_weights"):
         run_protocol("denoise-set12", method_params={"weights": str(w1)}, resume=True, **common)
+    shipped = run_protocol("denoise-set12", images=images, limit=1, cases={"sigma": [25]}, method="dae",
+                           device="cpu", progress=False)["settings"]["dae_weights"]
+    assert shipped == {"file": "dae_gray.safetensors", "sha256": weights_digest(default_weights_path(1)),
+                       "shipped": True}
     classic = run_protocol("classic-denoise-set12", images=images, limit=1, iters=2, cases={"sigma": [25]},
                            device="cpu", progress=False)
     assert classic["settings"]["dae_weights"] is None
@@ -308,6 +313,7 @@ def test_dip_protocol_records_where_its_stopping_rules_fired(images):
     """fit_metrics of the DIP protocols: the stop rule and iteration, and the ES-WMV variance
     series every 10 iterations up to the stop."""
     from deepprior.bench.protocols_dip import WMV_SERIES_EVERY
+    from deepprior.methods.dip import replay_wmv
 
     window, patience = 10, 20
     run = run_protocol("dip-denoise-cbm3d9-auto", images=images, limit=1, iters=300, device="cpu",
@@ -323,6 +329,13 @@ def test_dip_protocol_records_where_its_stopping_rules_fired(images):
     assert len(series["var"]) == len(series["psnr"]) == len(series["iter"])
     assert all(v >= 0 for v in series["var"]) and all(p is not None for p in series["psnr"])
     assert series["iter"][-1] == row["stop_iter"] // WMV_SERIES_EVERY * WMV_SERIES_EVERY
+    # replaying the rule on the series with the run's patience stops where the run stopped
+    # (up to the sampling step), and a longer patience never stops earlier
+    replay = replay_wmv(series, patience)
+    assert replay is not None and abs(replay["stop_iter"] - row["stop_iter"]) <= WMV_SERIES_EVERY
+    assert abs(replay["min_iter"] - row["wmv_min_iter"]) <= WMV_SERIES_EVERY
+    longer = replay_wmv(series, 2 * patience)
+    assert longer is None or longer["stop_iter"] >= replay["stop_iter"]
 
 
 def test_seed_offset_changes_only_the_method_seed(images, tmp_path):

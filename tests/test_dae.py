@@ -110,6 +110,8 @@ def test_init_continues_from_weights(tmp_path):
     assert tuned.card["curve"][-1]["val_psnr"]["25"] > fresh.card["curve"][-1]["val_psnr"]["25"] + 0.5
     assert tuned.card["init"]["steps"] == 20 and tuned.card["total_steps"] == 25
     assert tuned.card["init"]["validation_psnr"] == parent.card["validation_psnr"]
+    assert tuned.card["init"]["data"] == parent.card["data"]["train"] and tuned.card["init"]["init"] is None
+    assert tuned.card["init"]["stage_steps"] == 20
     other = _tiny_config(folder, 5)
     other.arch_kwargs = {"widths": (4, 8, 16)}
     with pytest.raises(ValueError, match="must match"):

@@ -170,9 +170,12 @@ def train_dae(cfg: TrainConfig, out: str | Path, *, resume: str | Path | None = 
                              f"{dae.config()} (architecture, channels and σ range must match)")
         dae.load_state_dict(parent_dae.state_dict())
         pc = parent_dae.card
+        # the whole lineage: each stage's data, own steps and learning rate, its parent nested
         parent = {"weights": Path(init).name, "steps": pc.get("total_steps", pc.get("steps")),
                   "wall_seconds": pc.get("total_wall_seconds", pc.get("wall_seconds")),
-                  "validation_psnr": pc.get("validation_psnr")}
+                  "validation_psnr": pc.get("validation_psnr"),
+                  "data": (pc.get("data") or {}).get("train"), "stage_steps": pc.get("steps"),
+                  "stage_lr": (pc.get("recipe") or {}).get("lr"), "init": pc.get("init")}
         log(f"starting from {init} ({parent['steps']} steps)")
     if resume:
         state = torch.load(resume, map_location=compute.device, weights_only=True)

@@ -41,7 +41,8 @@ def fit_metrics(protocol, case, prep, estimate, result, context) -> dict:
     PSNR along the run, its iteration and seconds, and the PSNR where each rule fired.
     DeepRED adds its denoiser calls, seconds in the denoiser and the final ADMM gap.
     ``wmv_series``: every :data:`WMV_SERIES_EVERY` iterations, ES-WMV's windowed variance and
-    the PSNR of the estimate — enough to replay the rule offline with another patience."""
+    the PSNR of the estimate — enough to replay the rule offline with another patience
+    (:func:`deepprior.methods.dip.replay_wmv`)."""
     runs = result.extras.get("runs") or []
     if not runs:
         return {}

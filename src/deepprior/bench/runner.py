@@ -300,7 +300,7 @@ def run_protocol(name: str, method: str | None = None, data_root=None, images=No
         "device": str(dev), "precision": prec,
         "extra_metrics": getattr(protocol.extra_metrics, "__name__", None),
         "save_images": None if out_dir is None else str(out_dir),
-        "dae_weights": _dae_weights(info, params),
+        "dae_weights": _dae_weights(info, params, 3 if protocol.color == "rgb" else 1),
     }
 
     show_bar = bool(progress) and sys.stderr.isatty()
@@ -398,16 +398,17 @@ _RESUME_KEYS = ("protocol", "method", "iters", "method_params", "images", "preci
                 "psnr", "boundary", "sr_filter", "missing", "pattern", "kernel_set", "dae_weights")
 
 
-def _dae_weights(info, params: dict) -> dict | None:
-    """Which DAE weights a learned or hybrid method could load: the file given as
-    ``weights=`` or the shipped gray and colour files, each with its SHA-256 prefix."""
+def _dae_weights(info, params: dict, channels: int) -> dict | None:
+    """The DAE weights a learned or hybrid method loads for the protocol's images: the file
+    given as ``weights=`` or the shipped one for ``channels``, with its SHA-256 prefix."""
     if info.kind not in ("learned", "hybrid"):
         return None
     from ..nets.dae import default_weights_path, weights_digest
     given = params.get("weights")
-    paths = {"given": Path(given)} if given is not None else {
-        "gray": default_weights_path(1), "color": default_weights_path(3)}
-    return {k: {"file": p.name, "sha256": weights_digest(p)} for k, p in paths.items() if p.exists()}
+    path = Path(given) if given is not None else default_weights_path(channels)
+    if not path.exists():
+        return None
+    return {"file": path.name, "sha256": weights_digest(path), "shipped": given is None}
 
 
 # settings added after some checkpoints were written: their value when absent

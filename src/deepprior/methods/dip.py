@@ -49,7 +49,7 @@ from ..nets.hourglass import (Preset, build_net, center_crop, get_preset, padded
 from ..operators import TASKS, downsample_factor
 from .base import Progress, Result, _psnr_float, register, seed_everything
 
-__all__ = ["dip", "DEFAULT_PRESET", "STOP_RULES", "WMV_WINDOW", "WMV_PATIENCE", "BLIND_BUDGET"]
+__all__ = ["dip", "DEFAULT_PRESET", "STOP_RULES", "WMV_WINDOW", "WMV_PATIENCE", "BLIND_BUDGET", "replay_wmv"]
 
 # Preset per task (nets/hourglass.PRESETS; §4). Inpainting: 'inpaint-text' (Fig. 11) is the
 # default; Bernoulli masks → 'reconstruction' (Table 3), large holes → 'inpaint-hole'.
@@ -223,6 +223,22 @@ def _psnr_summary(trace: list[tuple[int, float, float]], marks: dict[str, int | 
     for name, t in marks.items():
         out[name] = by_iter[t][0] if t in by_iter else None
     return out
+
+
+def replay_wmv(series: dict, patience: int) -> dict | None:
+    """ES-WMV replayed with another patience on a recorded ``wmv_series`` (the DIP benchmark
+    protocols record one): the first sampled iteration at least ``patience`` after the last
+    new variance minimum, the minimum's iteration and the PSNR there (the estimate the rule
+    would return). Exact up to the series' sampling step; None when the rule would not have
+    fired within the series."""
+    best, best_iter = float("inf"), None
+    for it, var in zip(series["iter"], series["var"]):
+        if var < best:
+            best, best_iter = var, it
+        elif it - best_iter >= patience:
+            return {"stop_iter": it, "min_iter": best_iter,
+                    "psnr": series["psnr"][series["iter"].index(best_iter)]}
+    return None
 
 
 @dataclass
