@@ -272,3 +272,16 @@ def test_dip_protocols_are_registered():
     assert get_protocol("dip-sr-set5").scales == (4, 8)
     assert get_protocol("dip-sr-set5").sr_filter == "lanczos2"
     assert get_protocol("dip-inpaint-set12").method_params["preset"] == "reconstruction"
+
+
+def test_replay_wmv_on_a_recorded_series():
+    """ES-WMV replayed offline: stop at the first sample ≥ patience after the last new minimum
+    of the variance, returning the PSNR at that minimum; None if it never fires."""
+    from deepprior.methods.dip import replay_wmv
+
+    iters = list(range(10, 210, 10))
+    var = [1.0 / i if i <= 50 else 0.02 + 0.001 * i for i in iters]  # minimum at 50
+    series = {"every": 10, "iter": iters, "var": var, "psnr": [20 + i / 100 for i in iters]}
+    assert replay_wmv(series, 30) == {"stop_iter": 80, "min_iter": 50, "psnr": 20.5}
+    assert replay_wmv(series, 150) == {"stop_iter": 200, "min_iter": 50, "psnr": 20.5}
+    assert replay_wmv(series, 200) is None
