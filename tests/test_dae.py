@@ -1,3 +1,5 @@
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -112,6 +114,18 @@ def test_init_continues_from_weights(tmp_path):
     assert tuned.card["init"]["validation_psnr"] == parent.card["validation_psnr"]
     assert tuned.card["init"]["data"] == parent.card["data"]["train"] and tuned.card["init"]["init"] is None
     assert tuned.card["init"]["stage_steps"] == 20
+    # eval-dae scores weight files on the same held-aside images and noise as training did
+    from deepprior.cli import main
+
+    out = tmp_path / "eval.json"
+    assert main(["eval-dae", str(tmp_path / "parent.safetensors"), str(tmp_path / "tuned.safetensors"),
+                 "--data", str(folder), "--val-count", "2", "--crop", "48", "--precision", "fp32", "--device", "cpu",
+                 "--json", str(out)]) == 0
+    rows = json.loads(out.read_text())["results"]
+    for row, card in zip(rows, (parent.card, tuned.card)):
+        assert row["val_psnr"].keys() == card["validation_psnr"].keys()
+        for sigma, value in card["validation_psnr"].items():
+            assert abs(row["val_psnr"][sigma] - value) < 1e-3, sigma
     other = _tiny_config(folder, 5)
     other.arch_kwargs = {"widths": (4, 8, 16)}
     with pytest.raises(ValueError, match="must match"):

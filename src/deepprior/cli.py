@@ -410,6 +410,35 @@ def _cmd_train_dae(args) -> int:
     return 0
 
 
+def _add_eval_dae(sub):
+    p = sub.add_parser("eval-dae", help="validation PSNR of DAE weight files on the images train-dae "
+                                        "holds aside (compare DAEs on the same images)")
+    p.add_argument("weights", nargs="+", help="DAE weights (.safetensors)")
+    p.add_argument("--data", required=True, help="training folder whose held-aside images to use")
+    p.add_argument("--val", help="folder of validation images instead")
+    p.add_argument("--val-count", type=int, default=8)
+    p.add_argument("--crop", type=int, default=192, help="centre crop of each image (train-dae's default)")
+    p.add_argument("--precision", choices=("auto", "fp32", "bf16"), default="auto")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--json", help="write the results here")
+    p.set_defaults(func=_cmd_eval_dae)
+
+
+def _cmd_eval_dae(args) -> int:
+    from .io import write_json_atomic
+    from .train import evaluate_dae
+
+    out = evaluate_dae(args.weights, args.data, val=args.val, val_count=args.val_count, crop=args.crop,
+                       device=args.device, precision=args.precision)
+    for row in out["results"]:
+        psnrs = " / ".join(f"{v:.2f}" for v in row["val_psnr"].values())
+        print(f"{row['weights']} ({row['sha256']}): σ = {' / '.join(row['val_psnr'])}: {psnrs} dB")
+    if args.json:
+        write_json_atomic(args.json, out)
+        print(f"wrote {args.json}")
+    return 0
+
+
 # --------------------------------------------------------------------------- explain
 
 def _add_explain(sub):
@@ -538,7 +567,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="deepprior", description=__doc__.split("\n\n")[0])
     parser.add_argument("--version", action="version", version=f"deepprior {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
-    for add in (_add_demo, _add_degrade, _add_restore, _add_methods, _add_bench, _add_train_dae,
+    for add in (_add_demo, _add_degrade, _add_restore, _add_methods, _add_bench, _add_train_dae, _add_eval_dae,
                 _add_explain, _add_dip_app, _add_plot_trace, _add_compare):
         add(sub)
     return parser
