@@ -567,8 +567,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="deepprior", description=__doc__.split("\n\n")[0])
     parser.add_argument("--version", action="version", version=f"deepprior {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
-    for add in (_add_demo, _add_degrade, _add_restore, _add_methods, _add_bench, _add_train_dae, _add_eval_dae,
-                _add_explain, _add_dip_app, _add_plot_trace, _add_compare):
+    for add in (_add_demo, _add_degrade, _add_restore, _add_methods, _add_bench, _add_train_dae,
+                _add_eval_dae, _add_explain, _add_dip_app, _add_plot_trace, _add_compare):
         add(sub)
     return parser
 

@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from .compute import environment, get_compute
-from .nets.dae import DAE, FastDAE, count_parameters, load_dae, save_dae
+from .nets.dae import DAE, FastDAE, count_parameters, load_dae, save_dae, weights_digest
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff"}
 
@@ -75,8 +75,6 @@ def evaluate_dae(weights, data, *, val=None, val_count: int = 8, sigmas=TrainCon
     """Validation PSNR of DAE weight files on the images ``train-dae`` holds aside from
     ``data`` (or on ``val``), with its fixed noise and centre crop: compare DAEs, e.g. one
     fine-tuned on other data, on the same images. Channels come from the weights."""
-    from .nets.dae import weights_digest
-
     compute = get_compute(device, precision)
     _, val_files = split_validation(data, val, val_count)
     rows, sets = [], {}
