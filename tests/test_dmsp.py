@@ -516,3 +516,26 @@ def test_x0_is_the_starting_image(gray64):
     assert res.settings["init"] == "x0"
     with pytest.raises(ValueError, match="x0 has shape"):
         dmsp_mod.dmsp(y, op, sigma=0.01, iters=1, x0=y, dae=tiny_dae(), device="cpu")
+
+
+@pytest.mark.parametrize("method", ["dmsp", "daep"])
+def test_gray_image_with_a_colour_dae_reports_gray_iterates(method):
+    """A gray problem restored with a colour DAE runs on the RGB replica (prior.lift_gray_to_rgb),
+    but the callback, the PSNR history and the result are gray, of the reference's shape."""
+    truth = torch.as_tensor(data.camera()[200:232, 200:232] / 255.0, dtype=torch.float32)[None, None]
+    op = Blur(motion_kernel(), "valid")
+    noise = torch.randn(op.output_shape(truth.shape), generator=torch.Generator().manual_seed(0))
+    y = op.forward(truth) + 0.01 * noise
+    seen = []
+
+    def callback(t, x, info):
+        seen.append(tuple(x.shape))
+        return False
+
+    res = get_method(method).run(y, op, sigma=0.01, iters=3, dae=tiny_dae(3), reference=truth,
+                                 callback=callback, precision="fp32")
+    assert res.settings["lifted_gray_to_rgb"] is True
+    assert seen == [tuple(truth.shape)] * 3
+    assert tuple(res.image.shape) == tuple(truth.shape)
+    psnr_logged = res.history[-1]["psnr"]
+    assert psnr_logged == pytest.approx(psnr(res.image, truth), abs=1e-3)

@@ -39,8 +39,8 @@ import torch
 from ..compute import get_compute
 from .base import Progress, Result, register, seed_everything
 from .prior import (PriorNoise, check_task, descent_aids, data_gradient, estimate_sigma,
-                    initial_estimate, lift_gray_to_rgb, load_prior_network, measurement_count,
-                    noise_free_prior_weight, sampling_scale, setup)
+                    gray_view, initial_estimate, lift_gray_to_rgb, load_prior_network,
+                    measurement_count, noise_free_prior_weight, sampling_scale, setup)
 
 __all__ = ["daep", "autoencoder_error_gradient", "daep_prior_weight", "DAEP_SIGMA_DAE", "DAEP_GAMMA"]
 
@@ -164,7 +164,7 @@ def daep(y, operator, *, sigma=None, iters=None, callback=None, reference=None, 
     x_channels = operator.input_shape(tuple(y.shape))[1]
     net = load_prior_network(channels=x_channels, compute=compute, dae=dae, weights=weights,
                              denoiser=denoiser)
-    y, reference, lifted = lift_gray_to_rgb(net, y, operator, reference)
+    y, lifted = lift_gray_to_rgb(net, y, operator)
     s_eps = net.choose_sigma(sigma_dae, DAEP_SIGMA_DAE, "sigma_dae")
     w_fixed = None if noise_free else daep_prior_weight(sigma, s_eps, gamma)
     c_scale = sampling_scale(operator) if data_scale == "auto" else float(data_scale)
@@ -186,8 +186,8 @@ def daep(y, operator, *, sigma=None, iters=None, callback=None, reference=None, 
                 g = precond(g, 1 - w, w)
             step = mu * step - alpha * g
             x = (x + step).clamp(0, 1)
-            if prog.log(t, x, float(r.pow(2).sum()) / n_meas, prior=float(e.pow(2).mean()),
-                        prior_weight=w):
+            if prog.log(t, gray_view(x, lifted), float(r.pow(2).sum()) / n_meas,
+                        prior=float(e.pow(2).mean()), prior_weight=w):
                 break
 
     settings = {
@@ -203,7 +203,6 @@ def daep(y, operator, *, sigma=None, iters=None, callback=None, reference=None, 
     }
     if params:
         settings["ignored_params"] = sorted(params)
-    if lifted:
-        x = x.mean(dim=1, keepdim=True)
+    x = gray_view(x, lifted)
     settings["lifted_gray_to_rgb"] = lifted
     return Result(x.to(out_device), prog.history, settings, interrupted=prog.interrupted)

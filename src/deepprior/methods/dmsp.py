@@ -41,9 +41,9 @@ from ..compute import get_compute
 from .kernel_estimation import estimate_kernel
 from .base import Progress, Result, register, seed_everything
 from .prior import (PriorNoise, blur_objective_gradient, check_task, data_gradient, descent_aids,
-                    find_blur, initial_estimate, initial_kernel, kernel_noise_trace, lift_gray_to_rgb,
-                    load_prior_network, measurement_count, noise_free_prior_weight, noise_trace,
-                    project_kernel, sampling_scale, setup)
+                    find_blur, gray_view, initial_estimate, initial_kernel, kernel_noise_trace,
+                    lift_gray_to_rgb, load_prior_network, measurement_count,
+                    noise_free_prior_weight, noise_trace, project_kernel, sampling_scale, setup)
 
 __all__ = ["dmsp", "mean_shift_gradient", "noise_adaptive_lambda", "kernel_step",
            "DMSP_SIGMA_DAE", "DMSP_DEMOSAIC_SIGMA_DAE", "DMSP_DEMOSAIC_STAGES"]
@@ -267,7 +267,7 @@ def dmsp(y, operator, *, sigma=None, iters=None, callback=None, reference=None, 
     x_channels = operator.input_shape(tuple(y.shape))[1]
     net = load_prior_network(channels=x_channels, compute=compute, dae=dae, weights=weights,
                              denoiser=denoiser)
-    y, reference, lifted = lift_gray_to_rgb(net, y, operator, reference)
+    y, lifted = lift_gray_to_rgb(net, y, operator)
     s1 = net.choose_sigma(sigma_dae, DMSP_DEMOSAIC_SIGMA_DAE if task == "demosaic" else DMSP_SIGMA_DAE,
                           "sigma_dae")
     sigma2 = 2 * s1 * s1  # σ² = σ₁² + σ₂² (§3.3)
@@ -319,7 +319,7 @@ def dmsp(y, operator, *, sigma=None, iters=None, callback=None, reference=None, 
             if joint:
                 operator = _with_kernel(operator, blur, kernel)
                 blur = find_blur(operator)
-            if prog.log(t, x, res_sq / n_meas, **{"lambda": lam}):
+            if prog.log(t, gray_view(x, lifted), res_sq / n_meas, **{"lambda": lam}):
                 break
 
     settings = {
@@ -347,7 +347,6 @@ def dmsp(y, operator, *, sigma=None, iters=None, callback=None, reference=None, 
         extras["kernel"] = kernel.detach().cpu().numpy().astype("float64")
     if params:
         settings["ignored_params"] = sorted(params)
-    if lifted:
-        x = x.mean(dim=1, keepdim=True)
+    x = gray_view(x, lifted)
     settings["lifted_gray_to_rgb"] = lifted
     return Result(x.to(out_device), prog.history, settings, extras, interrupted=prog.interrupted)

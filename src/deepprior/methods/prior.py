@@ -149,21 +149,26 @@ class PriorNetwork:
         return s
 
 
-def lift_gray_to_rgb(network: PriorNetwork, y: torch.Tensor, operator, reference):
-    """Run a gray problem in RGB when the prior network is colour: ``(y, reference, lifted)``.
+def lift_gray_to_rgb(network: PriorNetwork, y: torch.Tensor, operator) -> tuple[torch.Tensor, bool]:
+    """Run a gray problem in RGB when the prior network is colour: ``(y, lifted)``.
 
     The reference codes (DAEPDeblur.m, DMSPDeblur.m) feed a 3-channel image to their colour
     DAE, so a gray test image (Levin, Berkeley) is restored as its 3-channel replica: the noise
     added before the DAE is then independent in each channel, as in the DAE's training. (Feeding
     the replicated *noisy* gray image instead gives the DAE identical noise in its three channels,
-    which it never saw: 6 dB worse denoising on Levin im_1 at σ = 11.) Call ``.mean(1)`` on the
-    result. Works for operators that act per channel (blur, down-sampling, masks, identity).
+    which it never saw: 6 dB worse denoising on Levin im_1 at σ = 11.) The iterates are RGB;
+    :func:`gray_view` maps them back (for the progress log, callbacks and the result). Works for
+    operators that act per channel (blur, down-sampling, masks, identity).
     """
     x_channels = operator.input_shape(tuple(y.shape))[1]
     if network.channels != 3 or x_channels != 1:
-        return y, reference, False
-    ref = None if reference is None else torch.as_tensor(reference, dtype=torch.float32).repeat(1, 3, 1, 1)
-    return y.repeat(1, 3, 1, 1), ref, True
+        return y, False
+    return y.repeat(1, 3, 1, 1), True
+
+
+def gray_view(x: torch.Tensor, lifted: bool) -> torch.Tensor:
+    """The gray image of a lifted RGB iterate (the channel mean); ``x`` itself otherwise."""
+    return x.mean(dim=1, keepdim=True) if lifted else x
 
 
 # Loaded networks, keyed by (weights path, device, precision): a benchmark restores many images

@@ -79,6 +79,12 @@ class REDPreset:
 #   mean at 100, 30.11 at 200: the CG steps slowly amplified the DAE's orientation-specific
 #   artefacts). With symmetrize=True it keeps improving: 30.77 at 100, 31.19 at 200, 31.22 at
 #   300 (deepred-deblur-color_red-dae_symmetrized_300it.json), hence 200 iterations.
+#   On Levin (gray, 'valid' boundary, motion blurs) this preset peaks early: 32.25 dB at 50
+#   iterations, 32.03 at 200 (σ = 2.55, levin-deblur_red_sigma2.55_v2.json). A sharper denoiser
+#   with the same λ·σ_f² (σ_f = 1.5, λ = 0.1) does not decay there: 32.54 at 200 (…_sf1.5-lam0.1
+#   .json), but it fills in what the blur removed more slowly and loses on the circular box and
+#   Gaussian blurs (colour 29.86 vs 31.36; Set5 gray uniform 31.07 vs 31.43) — hence a
+#   documented option, not the default.
 #   inpaint/demosaic reuse λ and σ_f with 100 iterations.
 # sr: DeepRED Table 1's regulariser (BM3D, σ_f = 5, λ = 0.05) on noise-free data (σ₈ = 1), as
 #   the paper's "RED [FP-BM3D]".
