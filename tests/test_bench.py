@@ -309,6 +309,20 @@ def test_results_record_the_dae_weights_and_resume_checks_them(images, tmp_path)
     assert classic["settings"]["dae_weights"] is None
 
 
+def test_gray_images_record_the_dae_their_method_loads():
+    """DAEP restores gray images with the colour DAE (methods.prior.GRAY_IMAGE_PRIOR), DMSP and
+    the plain DAE with the gray one: the JSON names the file the method really loads."""
+    from deepprior.bench.runner import _dae_weights
+    from deepprior.methods.prior import default_prior_weights
+
+    color, gray = default_weights_path(3), default_weights_path(1)
+    assert default_prior_weights("daep", 1) == color
+    assert default_prior_weights("dmsp", 1) == gray
+    assert default_prior_weights("dmsp", 3) == color
+    recorded = {m: _dae_weights(get_method(m), {}, 1)["file"] for m in ("daep", "dmsp", "dae")}
+    assert recorded == {"daep": color.name, "dmsp": gray.name, "dae": gray.name}
+
+
 def test_dip_protocol_records_where_its_stopping_rules_fired(images):
     """fit_metrics of the DIP protocols: the stop rule and iteration, and the ES-WMV variance
     series every 10 iterations up to the stop."""

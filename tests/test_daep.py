@@ -27,8 +27,8 @@ needs_weights = pytest.mark.skipif(not default_weights_path(3).exists(),
 
 
 def tiny_net(channels=1, precision="fp32"):
-    return prior.load_prior_network(channels=channels, compute=get_compute("cpu", precision),
-                                    dae=tiny_dae(channels))
+    return prior.load_prior_network(method="daep", channels=channels,
+                                    compute=get_compute("cpu", precision), dae=tiny_dae(channels))
 
 
 # --------------------------------------------------------------------------- the prior gradient
@@ -61,7 +61,7 @@ def test_one_iteration_descends_the_normalised_energy_of_eq7(gray, descent, symm
     s_d, s_e, gamma, alpha, dae = 5 / 255, 25 / 255, 6.875, 0.1, tiny_dae()
     res = daep_mod.daep(y, op, sigma=s_d, iters=1, mu=0.0, alpha=alpha, dae=dae, seed=4,
                         device="cpu", precision="fp32", descent=descent, symmetrize=symmetrize)
-    net = prior.load_prior_network(channels=1, compute=get_compute("cpu", "fp32"), dae=dae)
+    net = prior.load_prior_network(method="daep", channels=1, compute=get_compute("cpu", "fp32"), dae=dae)
     gen = torch.Generator().manual_seed(4)
     eps = s_e * torch.randn(y.shape, generator=gen)
     t = int(torch.randint(8, (1,), generator=gen)) if symmetrize else 0

@@ -108,7 +108,7 @@ def test_noise_trace_is_trace_of_a_at(name):
 
 
 def test_mean_shift_gradient_is_the_noisy_dae_residual(gray64):
-    net = prior.load_prior_network(channels=1, compute=get_compute("cpu", "fp32"), dae=tiny_dae())
+    net = prior.load_prior_network(method="dmsp", channels=1, compute=get_compute("cpu", "fp32"), dae=tiny_dae())
     s = 11 / 255
     g = dmsp_mod.mean_shift_gradient(net, gray64, s, prior.PriorNoise(s, torch.Generator().manual_seed(7), "cpu"))
     eta = s * torch.randn(gray64.shape, generator=torch.Generator().manual_seed(7))
@@ -296,7 +296,7 @@ def test_nb_step_is_the_reference_update(gray64, descent, symmetrize):
     dae, s_n, alpha = tiny_dae(), 5 / 255, 0.1
     res = dmsp_mod.dmsp(y, op, sigma=s_n, iters=1, mu=0.0, alpha=alpha, dae=dae, seed=3,
                         device="cpu", precision="fp32", descent=descent, symmetrize=symmetrize)
-    net = prior.load_prior_network(channels=1, compute=get_compute("cpu", "fp32"), dae=dae)
+    net = prior.load_prior_network(method="dmsp", channels=1, compute=get_compute("cpu", "fp32"), dae=dae)
     s1 = 11 / 255
     gen = torch.Generator().manual_seed(3)
     eta = s1 * torch.randn(y.shape, generator=gen)

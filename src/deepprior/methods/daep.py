@@ -106,7 +106,8 @@ def daep(y, operator, *, sigma=None, iters=None, callback=None, reference=None, 
     iters : int, optional
         Gradient-descent iterations, default 300 (§5).
     weights : path-like, optional
-        DAE weights (``.safetensors``); default: the shipped DAE for the image's channels.
+        DAE weights (``.safetensors``); default: the shipped colour DAE, for gray images too (run
+        on the RGB replica, as DAEPDeblur.m; ``prior.GRAY_IMAGE_PRIOR``).
     dae : DAE, optional
         A DAE object instead of ``weights`` (e.g. a tiny random one in tests).
     denoiser : callable, optional
@@ -162,8 +163,8 @@ def daep(y, operator, *, sigma=None, iters=None, callback=None, reference=None, 
     noise_free = sigma < NOISE_FREE_BELOW if sigma_source == "estimated" else sigma == 0.0
 
     x_channels = operator.input_shape(tuple(y.shape))[1]
-    net = load_prior_network(channels=x_channels, compute=compute, dae=dae, weights=weights,
-                             denoiser=denoiser)
+    net = load_prior_network(method="daep", channels=x_channels, compute=compute, dae=dae,
+                             weights=weights, denoiser=denoiser)
     y, lifted = lift_gray_to_rgb(net, y, operator)
     s_eps = net.choose_sigma(sigma_dae, DAEP_SIGMA_DAE, "sigma_dae")
     w_fixed = None if noise_free else daep_prior_weight(sigma, s_eps, gamma)

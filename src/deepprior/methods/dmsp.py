@@ -265,8 +265,8 @@ def dmsp(y, operator, *, sigma=None, iters=None, callback=None, reference=None, 
 
     c = y.shape[1]
     x_channels = operator.input_shape(tuple(y.shape))[1]
-    net = load_prior_network(channels=x_channels, compute=compute, dae=dae, weights=weights,
-                             denoiser=denoiser)
+    net = load_prior_network(method="dmsp", channels=x_channels, compute=compute, dae=dae,
+                             weights=weights, denoiser=denoiser)
     y, lifted = lift_gray_to_rgb(net, y, operator)
     s1 = net.choose_sigma(sigma_dae, DMSP_DEMOSAIC_SIGMA_DAE if task == "demosaic" else DMSP_SIGMA_DAE,
                           "sigma_dae")

@@ -171,14 +171,33 @@ def gray_view(x: torch.Tensor, lifted: bool) -> torch.Tensor:
     return x.mean(dim=1, keepdim=True) if lifted else x
 
 
+# Which shipped DAE restores gray images, per method (measured with DAE v2 on Levin, colour vs
+# gray DAE on the same cases; JSONs and commands in benchmarks/README.md). DAEP: the colour DAE on
+# the RGB replica, as the reference code does — σ 7.65: +0.83 dB on im_1's 8 kernels (see the
+# full-set JSON). DMSP keeps the gray DAE: NA on im_1 + im_3, colour vs gray, +0.30 dB at σ 10.2
+# but −0.10 at σ 2.55 (im_3 −0.33).
+GRAY_IMAGE_PRIOR = {"daep": "color", "dmsp": "gray"}
+
+
+def default_prior_weights(method: str, channels: int) -> Path:
+    """The shipped DAE weights ``method`` (DAEP or DMSP) uses for ``channels``-channel images
+    (:data:`GRAY_IMAGE_PRIOR`; a gray image restored by a colour DAE runs as its RGB replica,
+    :func:`lift_gray_to_rgb`). Falls back to the other shipped DAE when only one exists."""
+    from ..nets.dae import default_weights_path
+
+    wanted = 3 if channels == 3 or GRAY_IMAGE_PRIOR.get(method) == "color" else 1
+    path = default_weights_path(wanted)
+    return path if path.exists() else default_weights_path(4 - wanted)
+
+
 # Loaded networks, keyed by (weights path, device, precision): a benchmark restores many images
 # with the same DAE, and folding/copying it once per image is wasted work.
 _NETWORK_CACHE: dict[tuple, object] = {}
 
 
-def load_prior_network(*, channels: int, compute: Compute, dae=None, weights=None,
+def load_prior_network(*, method: str, channels: int, compute: Compute, dae=None, weights=None,
                        denoiser: Callable | None = None) -> PriorNetwork:
-    """The prior network for ``channels``-channel images.
+    """The prior network of ``method`` ('daep' or 'dmsp') for ``channels``-channel images.
 
     Parameters
     ----------
@@ -189,12 +208,12 @@ def load_prior_network(*, channels: int, compute: Compute, dae=None, weights=Non
     dae : DAE, optional
         A :class:`~deepprior.nets.dae.DAE` object (e.g. a tiny randomly initialised one in tests).
     weights : path-like, optional
-        A ``.safetensors`` file written by ``save_dae``. Default (all three None): the shipped
-        weights for ``channels`` (``load_default_dae``).
+        A ``.safetensors`` file written by ``save_dae``. Default (all three None):
+        :func:`default_prior_weights` (the shipped DAE for ``method`` and ``channels``).
     denoiser : callable, optional
         Any ``f(x, sigma) -> x̂`` instead of a DAE (must be differentiable for DAEP).
     """
-    from ..nets.dae import FastDAE, default_weights_path, load_dae
+    from ..nets.dae import FastDAE, load_dae
 
     given = [a is not None for a in (dae, weights, denoiser)]
     if sum(given) > 1:
@@ -208,12 +227,7 @@ def load_prior_network(*, channels: int, compute: Compute, dae=None, weights=Non
         fast = FastDAE(dae, compute)
         return PriorNetwork(fast, fast.channels, fast.sigma_range, fast.conditional,
                             f"DAE object ({dae.arch}, {dae.channels} channels)")
-    path = Path(weights) if weights is not None else default_weights_path(channels)
-    if weights is None and not path.exists():
-        # a colour image restored with the gray net (or vice versa) when only one ships
-        other = default_weights_path(1 if channels == 3 else 3)
-        if other.exists():
-            path = other
+    path = Path(weights) if weights is not None else default_prior_weights(method, channels)
     if not path.exists():
         raise FileNotFoundError(
             f"no DAE weights for {channels}-channel images ({path}); train one with "
