@@ -173,9 +173,9 @@ def gray_view(x: torch.Tensor, lifted: bool) -> torch.Tensor:
 
 # Which shipped DAE restores gray images, per method (measured with DAE v2 on Levin, colour vs
 # gray DAE on the same cases; JSONs and commands in benchmarks/README.md). DAEP: the colour DAE on
-# the RGB replica, as the reference code does — σ 7.65: +0.83 dB on im_1's 8 kernels (see the
-# full-set JSON). DMSP keeps the gray DAE: NA on im_1 + im_3, colour vs gray, +0.30 dB at σ 10.2
-# but −0.10 at σ 2.55 (im_3 −0.33).
+# the RGB replica, as the reference code does — all 32 cases, σ 2.55 / 7.65 / 12.75: 32.50 / 28.68
+# / 26.57 vs 32.27 / 27.87 / 25.80 dB (paper 32.69 / 28.95 / 26.87). DMSP keeps the gray DAE: NA
+# on im_1 + im_3, colour vs gray, +0.30 dB at σ 10.2 but −0.10 at σ 2.55 (im_3 −0.33).
 GRAY_IMAGE_PRIOR = {"daep": "color", "dmsp": "gray"}
 
 
