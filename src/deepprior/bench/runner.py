@@ -403,15 +403,10 @@ def _dae_weights(info, params: dict, channels: int) -> dict | None:
     given as ``weights=`` or the shipped one for ``channels``, with its SHA-256 prefix."""
     if info.kind not in ("learned", "hybrid"):
         return None
-    from ..methods.prior import GRAY_IMAGE_PRIOR, default_prior_weights
-    from ..nets.dae import default_weights_path, weights_digest
+    from ..methods.prior import default_prior_weights
+    from ..nets.dae import weights_digest
     given = params.get("weights")
-    if given is not None:
-        path = Path(given)
-    elif info.name in GRAY_IMAGE_PRIOR:
-        path = default_prior_weights(info.name, channels)
-    else:
-        path = default_weights_path(channels)
+    path = Path(given) if given is not None else default_prior_weights(info.name, channels)
     if not path.exists():
         return None
     return {"file": path.name, "sha256": weights_digest(path), "shipped": given is None}

@@ -180,9 +180,9 @@ GRAY_IMAGE_PRIOR = {"daep": "color", "dmsp": "gray"}
 
 
 def default_prior_weights(method: str, channels: int) -> Path:
-    """The shipped DAE weights ``method`` (DAEP or DMSP) uses for ``channels``-channel images
-    (:data:`GRAY_IMAGE_PRIOR`; a gray image restored by a colour DAE runs as its RGB replica,
-    :func:`lift_gray_to_rgb`). Falls back to the other shipped DAE when only one exists."""
+    """The shipped DAE weights ``method`` uses for ``channels``-channel images: the gray DAE for
+    gray images unless :data:`GRAY_IMAGE_PRIOR` says 'color' (then the image runs as its RGB
+    replica, :func:`lift_gray_to_rgb`). Falls back to the other shipped DAE when only one exists."""
     from ..nets.dae import default_weights_path
 
     wanted = 3 if channels == 3 or GRAY_IMAGE_PRIOR.get(method) == "color" else 1
