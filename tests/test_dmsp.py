@@ -265,8 +265,32 @@ def test_every_task_runs(task, rgb32):
     res = dmsp_mod.dmsp(y, op, sigma=0.01, iters=3, dae=tiny_dae(3), device="cpu", precision="fp32")
     assert res.image.shape == rgb32.shape and torch.isfinite(res.image).all()
     assert 0 <= float(res.image.min()) and float(res.image.max()) <= 1
-    assert len(res.history) == 3 and res.settings["sigma_dae"] == pytest.approx(
-        (3 if task == "demosaic" else 11) / 255)
+    expected = {"demosaic": 3 / 255, "deblur": dmsp_mod.deblur_sigma_dae(0.01)}.get(task, 11 / 255)
+    assert len(res.history) == 3 and res.settings["sigma_dae"] == pytest.approx(expected)
+
+
+def test_deblur_sigma_dae_rule(gray64):
+    """σ₁ = (7 + 0.75·σ_n)/255 (8-bit σ_n), clipped to [7, 20]/255; NA takes σ_n from y; 'paper'
+    and an explicit value override it; other tasks keep the paper's 11/255."""
+    rule = dmsp_mod.deblur_sigma_dae
+    assert rule(2.55 / 255) * 255 == pytest.approx(8.9125)
+    assert rule(10.2 / 255) * 255 == pytest.approx(14.65)
+    assert rule(0.0) * 255 == pytest.approx(7.0) and rule(50 / 255) * 255 == pytest.approx(20.0)
+    op = Blur(motion_kernel(), "valid")
+    s_n = 10 / 255
+    y = op.forward(gray64) + s_n * torch.randn(op.forward(gray64).shape,
+                                               generator=torch.Generator().manual_seed(0))
+    run = lambda **kw: dmsp_mod.dmsp(y, op, iters=1, dae=tiny_dae(), device="cpu",
+                                     precision="fp32", **kw).settings
+    na = run(sigma=None)
+    assert na["sigma_dae"] == pytest.approx(rule(s_n), abs=1.5 / 255)  # σ_n estimated from y
+    assert na["sigma_dae_rule"].startswith("deblur_sigma_dae(")
+    assert run(sigma=s_n)["sigma_dae"] == pytest.approx(rule(s_n))
+    assert run(sigma=s_n, sigma_dae="paper")["sigma_dae"] == pytest.approx(11 / 255)
+    assert run(sigma=None, sigma_dae=5 / 255)["sigma_dae"] == pytest.approx(5 / 255)
+    den = dmsp_mod.dmsp(y, Identity(), sigma=s_n, iters=1, dae=tiny_dae(), device="cpu",
+                        precision="fp32").settings
+    assert den["sigma_dae"] == pytest.approx(11 / 255) and den["sigma_dae_rule"] == "paper"
 
 
 def test_modes_follow_sigma(gray64):
@@ -297,7 +321,8 @@ def test_nb_step_is_the_reference_update(gray64, descent, symmetrize):
     res = dmsp_mod.dmsp(y, op, sigma=s_n, iters=1, mu=0.0, alpha=alpha, dae=dae, seed=3,
                         device="cpu", precision="fp32", descent=descent, symmetrize=symmetrize)
     net = prior.load_prior_network(method="dmsp", channels=1, compute=get_compute("cpu", "fp32"), dae=dae)
-    s1 = 11 / 255
+    s1 = dmsp_mod.deblur_sigma_dae(s_n)
+    assert res.settings["sigma_dae"] == pytest.approx(s1)
     gen = torch.Generator().manual_seed(3)
     eta = s1 * torch.randn(y.shape, generator=gen)
     t = int(torch.randint(8, (1,), generator=gen)) if symmetrize else 0
