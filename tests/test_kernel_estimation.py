@@ -73,6 +73,17 @@ def test_centre_kernel_moves_the_centre_of_mass_to_the_blur_centre():
     assert float(c[4, 4] + c[4, 5]) == pytest.approx(1.0) or float(c[4, 3] + c[4, 4]) == pytest.approx(1.0)
 
 
+def test_centre_kernel_ignores_an_isolated_speck():
+    """A stray speck (here at 8 % of the peak, far from the trail) must not shift the centring."""
+    k = torch.zeros(15, 15, dtype=torch.float64)
+    k[7, 2:9] = 1.0        # a 7-px horizontal trail, bounding box columns 2..8
+    k[7, 14] = 0.08        # lone speck at the right edge
+    c = ke._centre_kernel(k, ignore_specks=True)
+    trail_cols = torch.nonzero(c[7] >= 0.5 * float(c.max())).reshape(-1)
+    assert (int(trail_cols[0]), int(trail_cols[-1])) == (4, 10)  # centred: 4 + 10 = 14
+    assert ke._main_support(k).sum() == 7
+
+
 def test_estimate_kernel_from_a_blurred_noisy_image():
     x = cartoon(128)
     k_true = motion_kernel(11)
