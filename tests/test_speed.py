@@ -20,3 +20,14 @@ def test_deepred_concurrency_times_both_modes():
     r = deepred_concurrency(32, channels=1, precision="fp32", n=10, log=lambda *_: None)
     assert r["serial"] > 0 and r["concurrent"] > 0
     assert r["speedup"] == pytest.approx(r["serial"] / r["concurrent"])
+
+
+def test_dip_preset_steps_time_every_distinct_network():
+    from deepprior.bench.speed import DIP_NETWORK_PRESETS, dip_preset_steps
+    from deepprior.nets.hourglass import PRESETS
+
+    rows = dip_preset_steps(32, channels=1, log=lambda *_: None)
+    assert set(DIP_NETWORK_PRESETS) <= set(PRESETS)
+    assert [(r["preset"], r["precision"]) for r in rows] == [
+        (p, q) for p in DIP_NETWORK_PRESETS for q in ("fp32", "bf16")]
+    assert all(r["seconds_per_iter"] >= 0 and r["setup_seconds"] > 0 for r in rows)

@@ -2,7 +2,8 @@
 
 Measures, for 256² and 512² gray and colour images: the matmul throughput of the machine in
 fp32 and bf16 (the practical ceiling), the DAE forward pass (megapixels/s and achieved
-TFLOP/s), and the per-iteration time of every registered iterative method (timed as
+TFLOP/s), one DIP step of every distinct preset network (colour, the smallest size), and the
+per-iteration time of every registered iterative method (timed as
 ``(t(iters = 1 + n) − t(iters = 1)) / n`` so set-up cost is excluded). All timings are the
 median of repeats; the JSON records threads and the CPU.
 """
@@ -66,6 +67,25 @@ def method_iteration(name: str, task_problem, size: int, channels: int, precisio
     t1 = min(timed(1) for _ in range(2))
     tn = min(timed(1 + n) for _ in range(2))
     return {"seconds_per_iter": max(tn - t1, 0.0) / n, "setup_seconds": t1}
+
+
+# One network per entry (the other presets share the default 'sr' network and differ only in
+# σ_p, learning rate and iterations): ``nets.hourglass.PRESETS``.
+DIP_NETWORK_PRESETS = ("sr", "jpeg", "inpaint-hole", "inpaint-hole-deep", "flash", "preimage", "actmax")
+
+
+def dip_preset_steps(size: int, channels: int = 3, log=print) -> list[dict]:
+    """Seconds per DIP fitting step (forward, backward, Adam) of every distinct preset network,
+    fp32 and bf16, on the deblurring problem (the flash preset gets the observation as guide)."""
+    rows = []
+    for preset in DIP_NETWORK_PRESETS:
+        extra = {"guide": _deblur_problem(size, channels)[1]} if preset == "flash" else {}
+        for precision in ("fp32", "bf16"):
+            r = {"preset": preset, "channels": channels, "size": size, "precision": precision,
+                 **method_iteration("dip", _deblur_problem, size, channels, precision, preset=preset, **extra)}
+            rows.append(r)
+            log(f"dip preset {preset} {channels}ch {size}² {precision}: {r['seconds_per_iter'] * 1000:.1f} ms/step")
+    return rows
 
 
 def deepred_concurrency(size: int, channels: int = 3, precision: str = "auto", n: int = 20,
@@ -176,13 +196,16 @@ def run_speed(sizes=SIZES, methods: tuple[str, ...] | None = None, weights: dict
                          **method_iteration(name, _deblur_problem, size, channels, precision)}
                     results["method_iteration"].append(r)
                     log(f"{name} {channels}ch {size}² {precision}: {r['seconds_per_iter'] * 1000:.1f} ms/iter")
+    if "dip" in methods:
+        results["dip_preset_step"] = dip_preset_steps(min(sizes), log=log)
     speedups = {}
-    for group, key in (("dae_forward", "seconds"), ("method_iteration", "seconds_per_iter")):
-        rows = results[group]
+    for group, key in (("dae_forward", "seconds"), ("method_iteration", "seconds_per_iter"),
+                       ("dip_preset_step", "seconds_per_iter")):
+        rows = results.get(group, [])
         for r in rows:
             if r["precision"] != "bf16":
                 continue
-            ident = {k: r[k] for k in ("method", "channels", "size") if k in r}
+            ident = {k: r[k] for k in ("method", "preset", "channels", "size") if k in r}
             fp = next(q for q in rows if q["precision"] == "fp32" and all(q.get(k) == v for k, v in ident.items()))
             label = "/".join(str(v) for v in ident.values())
             speedups[f"{group}:{label}"] = fp[key] / max(r[key], 1e-12)
