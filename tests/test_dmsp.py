@@ -286,8 +286,11 @@ def test_deblur_sigma_dae_rule(gray64):
     assert na["sigma_dae"] == pytest.approx(rule(s_n), abs=1.5 / 255)  # σ_n estimated from y
     assert na["sigma_dae_rule"].startswith("deblur_sigma_dae(")
     assert run(sigma=s_n)["sigma_dae"] == pytest.approx(rule(s_n))
-    assert run(sigma=s_n, sigma_dae="paper")["sigma_dae"] == pytest.approx(11 / 255)
+    paper = run(sigma=s_n, sigma_dae="paper")
+    assert paper["sigma_dae"] == pytest.approx(11 / 255) and paper["sigma_dae_rule"] == "paper"
     assert run(sigma=None, sigma_dae=5 / 255)["sigma_dae"] == pytest.approx(5 / 255)
+    with pytest.raises(ValueError, match="'paper'"):
+        run(sigma=None, sigma_dae="auto")
     den = dmsp_mod.dmsp(y, Identity(), sigma=s_n, iters=1, dae=tiny_dae(), device="cpu",
                         precision="fp32").settings
     assert den["sigma_dae"] == pytest.approx(11 / 255) and den["sigma_dae_rule"] == "paper"

@@ -284,7 +284,9 @@ def dmsp(y, operator, *, sigma=None, iters=None, callback=None, reference=None, 
     net = load_prior_network(method="dmsp", channels=x_channels, compute=compute, dae=dae,
                              weights=weights, denoiser=denoiser)
     y, lifted = lift_gray_to_rgb(net, y, operator)
-    sigma_dae_rule = "given" if sigma_dae is not None else "paper"
+    if isinstance(sigma_dae, str) and sigma_dae != "paper":
+        raise ValueError(f"sigma_dae must be a number in [0, 1] units or 'paper', got {sigma_dae!r}")
+    sigma_dae_rule = "given" if sigma_dae not in (None, "paper") else "paper"
     if sigma_dae == "paper":
         sigma_dae = None
     elif sigma_dae is None and task == "deblur" and plan[0][0] in ("NA", "NB") and net.conditional:
