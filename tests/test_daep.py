@@ -58,9 +58,11 @@ def test_one_iteration_descends_the_normalised_energy_of_eq7(gray, descent, symm
     ``symmetrize`` A is evaluated as T⁻¹ A(T ·) for the flip/rotation T drawn after ε."""
     op = Blur(torch.ones(3, 3) / 9, "circular")
     y = (op.forward(gray) * 0.8 + 0.1)  # keeps x₀ = y and x₁ inside (0, 1): no clipping
-    s_d, s_e, gamma, alpha, dae = 5 / 255, 25 / 255, 6.875, 0.1, tiny_dae()
+    s_d, gamma, alpha, dae = 5 / 255, 6.875, 0.1, tiny_dae()
+    s_e = daep_mod.deblur_sigma_eps(s_d)  # 23.5/255
     res = daep_mod.daep(y, op, sigma=s_d, iters=1, mu=0.0, alpha=alpha, dae=dae, seed=4,
                         device="cpu", precision="fp32", descent=descent, symmetrize=symmetrize)
+    assert res.settings["sigma_dae"] == pytest.approx(s_e)
     net = prior.load_prior_network(method="daep", channels=1, compute=get_compute("cpu", "fp32"), dae=dae)
     gen = torch.Generator().manual_seed(4)
     eps = s_e * torch.randn(y.shape, generator=gen)
@@ -78,6 +80,26 @@ def test_one_iteration_descends_the_normalised_energy_of_eq7(gray, descent, symm
     expected = y - alpha * g
     assert 0 < float(expected.min()) and float(expected.max()) < 1
     torch.testing.assert_close(res.image, expected, rtol=1e-5, atol=1e-6)
+
+
+def test_deblur_sigma_eps_rule(gray):
+    """σ_ε = (16 + 1.5·σ_d)/255 (8-bit σ_d), clipped to [10, 45]/255, for noisy deblurring only;
+    'paper' and an explicit value override it."""
+    rule = daep_mod.deblur_sigma_eps
+    assert rule(2.55 / 255) * 255 == pytest.approx(19.825)
+    assert rule(12.75 / 255) * 255 == pytest.approx(35.125)
+    assert rule(0.0) * 255 == pytest.approx(16.0) and rule(40 / 255) * 255 == pytest.approx(45.0)
+    op, dae = Blur(torch.ones(3, 3) / 9, "circular"), tiny_dae()
+    run = lambda o, **kw: daep_mod.daep(o.forward(gray), o, iters=1, dae=dae, device="cpu",
+                                        precision="fp32", **kw).settings
+    got = run(op, sigma=7.65 / 255)
+    assert got["sigma_dae"] == pytest.approx(rule(7.65 / 255)) and got["sigma_dae_rule"].startswith("deblur_sigma_eps(")
+    assert run(op, sigma=7.65 / 255, sigma_dae="paper")["sigma_dae"] == pytest.approx(25 / 255)
+    assert run(op, sigma=7.65 / 255, sigma_dae=30 / 255)["sigma_dae"] == pytest.approx(30 / 255)
+    assert run(op, sigma=0.0)["sigma_dae"] == pytest.approx(25 / 255)  # noise-free: the paper's
+    assert run(Identity(), sigma=7.65 / 255)["sigma_dae"] == pytest.approx(25 / 255)  # not deblurring
+    with pytest.raises(ValueError, match="'paper'"):
+        run(op, sigma=7.65 / 255, sigma_dae="auto")
 
 
 def test_prior_weight_of_section5():

@@ -42,8 +42,9 @@ from .kernel_estimation import estimate_kernel
 from .base import Progress, Result, register, seed_everything
 from .prior import (PriorNoise, blur_objective_gradient, check_task, data_gradient, descent_aids,
                     estimate_sigma, find_blur, gray_view, initial_estimate, initial_kernel, kernel_noise_trace,
-                    lift_gray_to_rgb, load_prior_network, measurement_count,
-                    noise_free_prior_weight, noise_trace, project_kernel, sampling_scale, setup)
+                    lift_gray_to_rgb, linear_sigma_rule, load_prior_network, measurement_count,
+                    noise_free_prior_weight, noise_trace, project_kernel, resolve_sigma_dae,
+                    sampling_scale, setup)
 
 __all__ = ["dmsp", "mean_shift_gradient", "noise_adaptive_lambda", "kernel_step",
            "deblur_sigma_dae", "DMSP_SIGMA_DAE", "DMSP_DEMOSAIC_SIGMA_DAE", "DMSP_DEMOSAIC_STAGES"]
@@ -64,8 +65,7 @@ def deblur_sigma_dae(sigma_n: float) -> float:
     28.23 / 28.41 / 28.46 dB. A smaller σ₁ trusts the (less noisy) data more; a larger one
     smooths more where the noise is strong.
     """
-    s8 = 7.0 + 0.75 * 255.0 * float(sigma_n)
-    return min(max(s8, 7.0), 20.0) / 255.0
+    return linear_sigma_rule(sigma_n, 7.0, 0.75, 7.0, 20.0)
 # §5.4: a DAE "with σ/√2 = 3" for the (down-sampled, smoother) demosaicking data.
 DMSP_DEMOSAIC_SIGMA_DAE = 3 / 255
 # §5.4: "initial optimization with σ_n = 2.5 and then ... σ_n = 1" (8-bit units); fraction of
@@ -284,15 +284,11 @@ def dmsp(y, operator, *, sigma=None, iters=None, callback=None, reference=None, 
     net = load_prior_network(method="dmsp", channels=x_channels, compute=compute, dae=dae,
                              weights=weights, denoiser=denoiser)
     y, lifted = lift_gray_to_rgb(net, y, operator)
-    if isinstance(sigma_dae, str) and sigma_dae != "paper":
-        raise ValueError(f"sigma_dae must be a number in [0, 1] units or 'paper', got {sigma_dae!r}")
-    sigma_dae_rule = "given" if sigma_dae not in (None, "paper") else "paper"
-    if sigma_dae == "paper":
-        sigma_dae = None
-    elif sigma_dae is None and task == "deblur" and plan[0][0] in ("NA", "NB") and net.conditional:
-        # our default for deblurring: σ₁ from σ_n (given, or estimated from y in NA mode)
-        sigma_n_est = plan[0][1] if plan[0][0] == "NB" else estimate_sigma(y, operator)
-        sigma_dae, sigma_dae_rule = deblur_sigma_dae(sigma_n_est), f"deblur_sigma_dae({sigma_n_est:.5f})"
+    # our default for deblurring: σ₁ from σ_n (given in NB, estimated from y in NA mode)
+    sigma_dae, sigma_dae_rule = resolve_sigma_dae(
+        sigma_dae, task == "deblur" and plan[0][0] in ("NA", "NB") and net.conditional,
+        lambda: plan[0][1] if plan[0][0] == "NB" else estimate_sigma(y, operator),
+        deblur_sigma_dae, "deblur_sigma_dae")
     s1 = net.choose_sigma(sigma_dae, DMSP_DEMOSAIC_SIGMA_DAE if task == "demosaic" else DMSP_SIGMA_DAE,
                           "sigma_dae")
     sigma2 = 2 * s1 * s1  # σ² = σ₁² + σ₂² (§3.3)

@@ -149,6 +149,32 @@ class PriorNetwork:
         return s
 
 
+def linear_sigma_rule(sigma_n: float, offset: float, slope: float, lo: float, hi: float) -> float:
+    """``clip(offset + slope·σ_n, lo, hi)`` with σ_n, offset, lo and hi in 8-bit units; σ_n in
+    and the result out in [0, 1] units. The form of our noise-dependent DAE σ defaults."""
+    return min(max(offset + slope * 255.0 * float(sigma_n), lo), hi) / 255.0
+
+
+def resolve_sigma_dae(sigma_dae, rule_applies: bool, sigma_n: Callable[[], float],
+                      rule: Callable[[float], float], rule_name: str) -> tuple[float | None, str]:
+    """A method's ``sigma_dae`` argument → ``(value or None, how it was chosen)``.
+
+    A number is used as given; ``'paper'`` gives None (the caller then takes the paper's value);
+    None gives ``rule(sigma_n())`` when ``rule_applies``, else None. ``sigma_n`` is called only
+    then (it may estimate the noise from the observation).
+    """
+    if isinstance(sigma_dae, str):
+        if sigma_dae != "paper":
+            raise ValueError(f"sigma_dae must be a number in [0, 1] units or 'paper', got {sigma_dae!r}")
+        return None, "paper"
+    if sigma_dae is not None:
+        return float(sigma_dae), "given"
+    if not rule_applies:
+        return None, "paper"
+    s = float(sigma_n())
+    return rule(s), f"{rule_name}({s:.5f})"
+
+
 def lift_gray_to_rgb(network: PriorNetwork, y: torch.Tensor, operator) -> tuple[torch.Tensor, bool]:
     """Run a gray problem in RGB when the prior network is colour: ``(y, lifted)``.
 
