@@ -63,9 +63,13 @@ def deblur_sigma_dae(sigma_n: float) -> float:
     (benchmarks/results/levin-deblur_dmsp-na_im*_sigmadae*.json, 16 cases per value): at σ_n = 2.55,
     σ₁ = 7 / 9 / 11 gave 32.65 / 32.65 / 32.56 dB; at σ_n = 10.2, σ₁ = 11 / 13 / 15 gave
     28.23 / 28.41 / 28.46 dB. A smaller σ₁ trusts the (less noisy) data more; a larger one
-    smooths more where the noise is strong.
+    smooths more where the noise is strong. All 32 Levin cases, NA, σ_n = 2.55 / 5.1 / 7.65 /
+    10.2: 32.43 / 30.49 / 29.11 / 27.95 dB with σ₁ = 11, 32.56 / 30.50 / 29.18 / 28.17 with the
+    rule (levin-deblur_dmsp-na_v2_*.json, levin-deblur_dmsp-na_v3.json).
     """
     return linear_sigma_rule(sigma_n, 7.0, 0.75, 7.0, 20.0)
+
+
 # §5.4: a DAE "with σ/√2 = 3" for the (down-sampled, smoother) demosaicking data.
 DMSP_DEMOSAIC_SIGMA_DAE = 3 / 255
 # §5.4: "initial optimization with σ_n = 2.5 and then ... σ_n = 1" (8-bit units); fraction of
