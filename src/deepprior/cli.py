@@ -551,6 +551,43 @@ def _cmd_compare(args) -> int:
     return 0
 
 
+# --------------------------------------------------------------------------- paper-table
+
+def _add_paper_table(sub):
+    p = sub.add_parser("paper-table", help="benchmark JSONs beside the papers' published figures "
+                       "(ours, paper, difference; same cases, same PSNR convention)")
+    p.add_argument("results", nargs="*", help="results JSONs written by `deepprior bench` "
+                   "(default: every JSON in benchmarks/results)")
+    p.add_argument("--json", help="also write the table here")
+    p.set_defaults(func=_cmd_paper_table)
+
+
+def _cmd_paper_table(args) -> int:
+    from .bench.paper_figures import paper_table
+    from .io import write_json_atomic
+
+    paths = [Path(p) for p in args.results] or sorted(Path("benchmarks/results").glob("*.json"))
+    if not paths:
+        raise CLIError("no results JSONs given and none in benchmarks/results")
+    table = paper_table({path.name: _read_results(path) for path in paths})
+    if not table:
+        raise CLIError("none of these runs matches a published figure (protocol, method and mode)")
+    print("| protocol | method | cases | n | ours | paper | ours − paper | s / case | source | file |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
+    for row in table:
+        method = row["method"] + (f" {row['variant']}" if row["variant"] else "")
+        fmt = "{:.2f}" if row["metric"] == "psnr" else "{:.0f}"
+        n = f"{row['n']}" + (f" of {row['n_paper']}" if row["partial"] else "")
+        unit = "" if row["metric"] == "psnr" else f" ({row['metric']})"
+        print(f"| {row['protocol']} | {method} | {row['cases']}{unit} | {n} | {fmt.format(row['ours'])} | "
+              f"{fmt.format(row['paper'])} | {row['delta']:+.2f} | {row['seconds']:.1f} | {row['source']} | "
+              f"{row['file']} |")
+    if args.json:
+        write_json_atomic(args.json, {"rows": table})
+        print(f"wrote {args.json}")
+    return 0
+
+
 # --------------------------------------------------------------------------- dip-app
 
 def _add_dip_app(sub):
@@ -568,7 +605,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"deepprior {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
     for add in (_add_demo, _add_degrade, _add_restore, _add_methods, _add_bench, _add_train_dae,
-                _add_eval_dae, _add_explain, _add_dip_app, _add_plot_trace, _add_compare):
+                _add_eval_dae, _add_explain, _add_dip_app, _add_plot_trace, _add_compare, _add_paper_table):
         add(sub)
     return parser
 

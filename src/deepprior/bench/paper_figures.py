@@ -1,0 +1,176 @@
+"""The papers' published figures, machine-readable, and our runs set beside them.
+
+``PAPER_FIGURES`` holds the averages the five papers print for the protocols we reproduce (the
+paper's row for a method, the cases it averages over, the table it comes from). ``paper_table``
+reads results JSONs written by ``deepprior bench`` and, for every figure whose protocol, method
+and variant match a run, averages the run's rows over the same cases — so the "ours vs paper"
+tables of our issue notes are re-computed from committed JSONs by one command
+(``deepprior paper-table``), never typed by hand.
+
+The PSNR conventions are the protocols' (``bench/protocols*.py``); a figure is only compared
+with a run of its own protocol. ``n`` is the number of cases the paper averages over: a run
+with fewer finished cases is marked partial. Where our case set differs from the paper's, the
+figure's ``note`` says so.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+__all__ = ["PaperFigure", "PAPER_FIGURES", "run_variant", "paper_table"]
+
+
+@dataclass(frozen=True)
+class PaperFigure:
+    """One published average: ``value`` for ``method`` (``variant``) on the rows of
+    ``protocol`` that match ``where`` (row field → value), from ``source``.
+
+    ``metric`` is ``'psnr'`` (mean over the rows, dB) or ``'error_ratio<3.5'`` (how many rows
+    have a kernel-blind error ratio below 3.5, DMSP Fig. 3). ``n``: cases the paper averages.
+    """
+
+    protocol: str
+    method: str
+    where: tuple
+    value: float
+    n: int
+    source: str
+    variant: str | None = None
+    metric: str = "psnr"
+    note: str = ""
+
+    def matches(self, row: dict) -> bool:
+        for key, want in self.where:
+            got = row.get(key)
+            if isinstance(want, float):
+                if got is None or not math.isclose(float(got), want, abs_tol=1e-3):
+                    return False
+            elif got != want:
+                return False
+        return True
+
+    @property
+    def case_label(self) -> str:
+        return ", ".join(f"{k} {v:g}" if isinstance(v, (int, float)) else f"{k} {v}"
+                         for k, v in self.where) or "all"
+
+
+def _series(protocol, method, key, values, figures, n, source, variant=None, note=""):
+    return [PaperFigure(protocol, method, ((key, v),), f, n, source, variant, note=note)
+            for v, f in zip(values, figures)]
+
+
+_LEVIN_SIGMAS = (2.55, 5.1, 7.65, 10.2)
+_SR_SCALES = (2, 3, 4, 5)
+_SET14_NOTE = "the paper's Table 3 lists 12 Set14 images; ours has 14"
+
+PAPER_FIGURES: tuple[PaperFigure, ...] = tuple(
+    # --- DAEP (Bigdeli & Zwicker 2017)
+    _series("levin-deblur", "daep", "sigma", (2.55, 7.65, 12.75), (32.69, 28.95, 26.87), 32, "DAEP Table 3")
+    + _series("sr-set5", "daep", "scale", _SR_SCALES, (35.23, 31.44, 29.01, 27.19), 5, "DAEP Table 1")
+    + _series("sr-set14", "daep", "scale", _SR_SCALES, (31.07, 27.93, 26.13, 24.88), 14, "DAEP Table 2")
+    + _series("sr-set5", "bicubic", "scale", _SR_SCALES, (31.80, 28.67, 26.73, 25.32), 5, "DAEP Table 1")
+    + _series("sr-set14", "bicubic", "scale", _SR_SCALES, (28.53, 25.92, 24.44, 23.46), 14, "DAEP Table 2")
+    # --- DMSP (Bigdeli, Jin, Favaro & Zwicker, NIPS 2017)
+    + _series("levin-deblur", "dmsp", "sigma", _LEVIN_SIGMAS, (29.68, 29.45, 28.95, 28.29), 32,
+              "DMSP Table 2", "NB", note="29.68 at σ 2.55 is below NA and below every σ 5.1 figure: "
+              "probably a typo in the paper")
+    + _series("levin-deblur", "dmsp", "sigma", _LEVIN_SIGMAS, (32.57, 30.21, 29.00, 28.23), 32,
+              "DMSP Table 2", "NA")
+    + _series("berkeley-deblur", "dmsp", "sigma", _LEVIN_SIGMAS, (25.69, 24.45, 23.60, 22.99), 50,
+              "DMSP Table 2", "NB")
+    + _series("berkeley-deblur", "dmsp", "sigma", _LEVIN_SIGMAS, (26.00, 24.47, 23.61, 22.97), 50,
+              "DMSP Table 2", "NA")
+    + _series("sr-set5", "dmsp", "scale", _SR_SCALES, (35.16, 31.38, 29.16, 27.38), 5, "DMSP Table 3")
+    + _series("sr-set14", "dmsp", "scale", _SR_SCALES, (30.99, 27.90, 26.22, 25.01), 14, "DMSP Table 3")
+    + [PaperFigure("levin-blind", "dmsp", (), 32, 32, "DMSP Fig. 3 / §5.2", "NA+KE",
+                   metric="error_ratio<3.5", note="cases with an error ratio below 3.5")]
+    # --- Deep Image Prior (Ulyanov, Vedaldi & Lempitsky, IJCV 2020)
+    + _series("dip-sr-set5", "dip", "scale", (4, 8), (29.89, 25.88), 5, "DIP Table 2")
+    + _series("dip-sr-set5", "bicubic", "scale", (4, 8), (28.44, 24.37), 5, "DIP Table 2")
+    + _series("dip-sr-set14", "dip", "scale", (4, 8), (27.00, 24.15), 14, "DIP Table 1")
+    + _series("dip-sr-set14", "bicubic", "scale", (4, 8), (26.05, 23.09), 14, "DIP Table 1")
+    + [PaperFigure("dip-denoise-cbm3d9", "dip", (), 30.43, 9, "DIP §3.1", note="1800 iterations, EMA"),
+       PaperFigure("dip-denoise-cbm3d9", "bm3d", (), 31.42, 9, "DIP §3.1", note="CBM3D"),
+       PaperFigure("dip-denoise-cbm3d9", "nlm", (), 30.26, 9, "DIP §3.1")]
+    + _series("dip-inpaint-set12", "dip", "image", ("09", "10", "02", "08", "03", "01", "12", "11"),
+              (32.22, 33.06, 39.16, 36.16, 33.05, 29.8, 32.52, 32.20), 1, "DIP Table 3",
+              note="Barbara, Boat, House, Lena, Peppers, C.man, Couple, Man")
+    # --- DeepRED (Mataev, Elad & Milanfar, ICCV-W 2019); its RED rows use TNRD/BM3D denoisers
+    + [PaperFigure("deepred-denoise-cbm3d9", m, (), v, 9, "DeepRED §4.1", note=note)
+       for m, v, note in (("deepred", 31.24, "NLM denoiser"), ("dip", 30.53, "their DIP run"),
+                          ("red", 29.3, ""), ("nlm", 29.13, ""))]
+    + _series("deepred-sr-set5", "deepred", "scale", (4, 8), (30.72, 26.04), 5, "DeepRED Table 2")
+    + _series("deepred-sr-set5", "red", "scale", (4, 8), (30.23, 25.56), 5, "DeepRED Table 2",
+              note="RED with BM3D")
+    + _series("deepred-sr-set5", "dip", "scale", (4, 8), (29.95, 25.84), 5, "DeepRED Table 2")
+    + _series("deepred-sr-set14", "deepred", "scale", (4, 8), (27.63, 24.28), 12, "DeepRED Table 3",
+              note=_SET14_NOTE)
+    + _series("deepred-sr-set14", "red", "scale", (4, 8), (27.36, 23.89), 12, "DeepRED Table 3",
+              note=_SET14_NOTE + "; RED with BM3D")
+    + _series("deepred-sr-set14", "dip", "scale", (4, 8), (27.16, 24.10), 12, "DeepRED Table 3",
+              note=_SET14_NOTE)
+    + _series("deepred-deblur-color", "deepred", "kernel", ("uniform9", "gauss25_s1.6"), (31.43, 32.51), 4,
+              "DeepRED Table 4")
+    + _series("deepred-deblur-color", "dip", "kernel", ("uniform9", "gauss25_s1.6"), (30.51, 31.62), 4,
+              "DeepRED Table 4")
+    + _series("deepred-deblur-color", "red", "kernel", ("uniform9", "gauss25_s1.6"), (30.74, 32.35), 4,
+              "DeepRED Table 4", note="RED with TNRD")
+    + _series("deepred-deblur-set5-gray", "deepred", "kernel", ("uniform9", "gauss25_s1.6"), (32.07, 33.81), 5,
+              "DeepRED Table 5")
+)
+
+
+def run_variant(result: dict) -> str | None:
+    """The paper row a DMSP run belongs to: 'NA+KE', 'NA' or 'NB' (DMSP Table 1); None otherwise."""
+    settings = result.get("settings", {})
+    if result.get("method") != "dmsp" or settings.get("task") != "deblur":
+        return None
+    params = settings.get("method_params") or {}
+    if params.get("kernel_blind"):
+        return "NA+KE"
+    if params.get("noise_blind") or not settings.get("noise_known", True):
+        return "NA"
+    return "NB"
+
+
+def _finished_rows(result: dict) -> list[dict]:
+    return [r for r in result.get("results", []) if not r.get("interrupted") and r.get("psnr") is not None]
+
+
+def paper_table(results: dict[str, dict]) -> list[dict]:
+    """Rows "ours vs paper" for every published figure that a results JSON can be set beside.
+
+    ``results`` maps a name (the JSON's file name) to the loaded JSON. For each figure with
+    the run's protocol, method and variant, the run's finished rows matching ``figure.where``
+    give ``ours`` (mean PSNR, or the count of error ratios below 3.5) and ``n``; ``delta`` =
+    ours − paper; ``partial`` when the run has fewer cases than the paper averaged. Runs with
+    no matching figure are left out. Also returned: the run's method parameters and mean
+    seconds per case over the same rows.
+    """
+    table = []
+    for name, result in results.items():
+        variant = run_variant(result)
+        rows = _finished_rows(result)
+        settings = result.get("settings", {})
+        for fig in PAPER_FIGURES:
+            if (fig.protocol, fig.method, fig.variant) != (result.get("protocol"), result.get("method"), variant):
+                continue
+            mine = [r for r in rows if fig.matches(r)]
+            if not mine:
+                continue
+            if fig.metric == "psnr":
+                ours = float(np.mean([r["psnr"] for r in mine]))
+            else:  # 'error_ratio<3.5'
+                ours = float(sum(1 for r in mine if r.get("error_ratio", math.inf) < 3.5))
+            table.append({
+                "protocol": fig.protocol, "method": fig.method, "variant": fig.variant,
+                "cases": fig.case_label, "metric": fig.metric, "n": len(mine), "n_paper": fig.n,
+                "partial": len(mine) < fig.n, "ours": ours, "paper": fig.value,
+                "delta": ours - fig.value, "source": fig.source, "note": fig.note,
+                "seconds": float(np.mean([r["seconds"] for r in mine])),
+                "params": settings.get("method_params") or {}, "file": name,
+            })
+    return table

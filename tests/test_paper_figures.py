@@ -1,0 +1,82 @@
+import json
+
+import pytest
+
+from deepprior.bench.paper_figures import PAPER_FIGURES, paper_table, run_variant
+from deepprior.bench.protocols import get_protocol
+from deepprior.cli import main
+from deepprior.methods import get_method
+
+
+def _result(protocol, method, rows, task="deblur", **params):
+    return {"protocol": protocol, "method": method,
+            "settings": {"task": task, "noise_known": True, "method_params": params},
+            "results": rows}
+
+
+def _row(image, psnr, sigma=2.55, kernel="kernel_01", scale=None, **extra):
+    return {"image": image, "kernel": kernel, "sigma": sigma, "scale": scale, "psnr": psnr,
+            "seconds": 10.0, **extra}
+
+
+def test_every_figure_names_a_registered_protocol_and_method():
+    for fig in PAPER_FIGURES:
+        get_protocol(fig.protocol)
+        get_method(fig.method)
+        assert fig.n >= 1 and fig.source
+
+
+def test_each_paper_row_appears_once_per_case():
+    keys = [(f.protocol, f.method, f.variant, f.where) for f in PAPER_FIGURES]
+    assert len(keys) == len(set(keys))
+
+
+def test_dmsp_variant_follows_the_run_settings():
+    assert run_variant(_result("levin-deblur", "dmsp", [])) == "NB"
+    assert run_variant(_result("levin-deblur", "dmsp", [], noise_blind=True)) == "NA"
+    assert run_variant(_result("levin-blind", "dmsp", [], kernel_blind=True, noise_blind=True)) == "NA+KE"
+    assert run_variant(_result("sr-set5", "dmsp", [], task="sr")) is None
+    assert run_variant(_result("levin-deblur", "daep", [])) is None
+
+
+def test_table_averages_the_finished_rows_of_the_papers_cases():
+    rows = [_row("im_1", 32.0), _row("im_2", 33.0), _row("im_3", 20.0, sigma=10.2),
+            _row("im_4", 1.0, interrupted=True)]
+    table = paper_table({"na.json": _result("levin-deblur", "dmsp", rows, noise_blind=True),
+                         "nb.json": _result("levin-deblur", "dmsp", rows)})
+    na = [r for r in table if r["file"] == "na.json"]
+    assert [r["cases"] for r in na] == ["sigma 2.55", "sigma 10.2"]
+    first = na[0]
+    assert first["variant"] == "NA" and first["n"] == 2 and first["partial"]
+    assert first["ours"] == pytest.approx(32.5)
+    assert first["paper"] == pytest.approx(32.57) and first["delta"] == pytest.approx(32.5 - 32.57)
+    nb = [r for r in table if r["file"] == "nb.json"]
+    assert nb[0]["variant"] == "NB" and nb[0]["paper"] == pytest.approx(29.68)
+
+
+def test_kernel_blind_figure_counts_error_ratios_below_3_5():
+    rows = [_row(f"im_{i}", 25.0, error_ratio=r) for i, r in enumerate((1.2, 3.4, 3.6, 7.0))]
+    (row,) = paper_table({"b.json": _result("levin-blind", "dmsp", rows, kernel_blind=True,
+                                            noise_blind=True)})
+    assert row["ours"] == 2 and row["paper"] == 32 and row["n"] == 4 and row["partial"]
+
+
+def test_runs_without_a_published_figure_are_left_out():
+    rows = [_row("im_1", 30.0, sigma=12.75)]
+    assert paper_table({"x.json": _result("levin-deblur", "dmsp", rows)}) == []
+    assert paper_table({"y.json": _result("levin-deblur", "tv", [_row("im_1", 30.0)])}) == []
+
+
+def test_cli_prints_the_table_and_rejects_unmatched_runs(tmp_path, capsys):
+    good = tmp_path / "sr.json"
+    good.write_text(json.dumps(_result("sr-set5", "daep", [_row("baby", 35.0, sigma=0.0, kernel=None, scale=2)],
+                                       task="sr")))
+    out_json = tmp_path / "table.json"
+    assert main(["paper-table", str(good), "--json", str(out_json)]) == 0
+    out = capsys.readouterr().out
+    assert "| sr-set5 | daep | scale 2 | 1 of 5 | 35.00 | 35.23 | -0.23 |" in out
+    assert json.loads(out_json.read_text())["rows"][0]["paper"] == pytest.approx(35.23)
+    bad = tmp_path / "tv.json"
+    bad.write_text(json.dumps(_result("sr-set5", "tv", [], task="sr")))
+    assert main(["paper-table", str(bad)]) == 2
+    assert "matches a published figure" in capsys.readouterr().err
