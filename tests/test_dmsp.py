@@ -270,12 +270,13 @@ def test_every_task_runs(task, rgb32):
 
 
 def test_deblur_sigma_dae_rule(gray64):
-    """σ₁ = (7 + 0.75·σ_n)/255 (8-bit σ_n), clipped to [7, 20]/255; NA takes σ_n from y; 'paper'
+    """σ₁ = (7 + 0.75·σ_n)/255 (8-bit σ_n), clipped to [11, 20]/255; NA takes σ_n from y; 'paper'
     and an explicit value override it; other tasks keep the paper's 11/255."""
     rule = dmsp_mod.deblur_sigma_dae
-    assert rule(2.55 / 255) * 255 == pytest.approx(8.9125)
+    assert rule(2.55 / 255) * 255 == pytest.approx(11.0)
+    assert rule(7.65 / 255) * 255 == pytest.approx(12.7375)
     assert rule(10.2 / 255) * 255 == pytest.approx(14.65)
-    assert rule(0.0) * 255 == pytest.approx(7.0) and rule(50 / 255) * 255 == pytest.approx(20.0)
+    assert rule(0.0) * 255 == pytest.approx(11.0) and rule(50 / 255) * 255 == pytest.approx(20.0)
     op = Blur(motion_kernel(), "valid")
     s_n = 10 / 255
     y = op.forward(gray64) + s_n * torch.randn(op.forward(gray64).shape,
