@@ -75,8 +75,8 @@ PAPER_FIGURES: tuple[PaperFigure, ...] = tuple(
     + _series("sr-set14", "bicubic", "scale", _SR_SCALES, (28.53, 25.92, 24.44, 23.46), 14, "DAEP Table 2")
     # --- DMSP (Bigdeli, Jin, Favaro & Zwicker, NIPS 2017)
     + _series("levin-deblur", "dmsp", "sigma", _LEVIN_SIGMAS, (29.68, 29.45, 28.95, 28.29), 32,
-              "DMSP Table 2", "NB", note="29.68 at σ 2.55 is below NA and below every σ 5.1 figure: "
-              "probably a typo in the paper")
+              "DMSP Table 2", "NB", note="29.68 at σ 2.55 is 2.9 dB below NA at the same σ (≤ 0.8 dB "
+              "at the other σ): perhaps a typo")
     + _series("levin-deblur", "dmsp", "sigma", _LEVIN_SIGMAS, (32.57, 30.21, 29.00, 28.23), 32,
               "DMSP Table 2", "NA")
     + _series("berkeley-deblur", "dmsp", "sigma", _LEVIN_SIGMAS, (25.69, 24.45, 23.60, 22.99), 50,
