@@ -83,12 +83,13 @@ def test_one_iteration_descends_the_normalised_energy_of_eq7(gray, descent, symm
 
 
 def test_deblur_sigma_eps_rule(gray):
-    """σ_ε = (16 + 1.5·σ_d)/255 (8-bit σ_d), clipped to [10, 45]/255, for noisy deblurring only;
+    """σ_ε = (16 + 1.5·σ_d)/255 (8-bit σ_d), clipped to [25, 45]/255, for noisy deblurring only;
     'paper' and an explicit value override it."""
     rule = daep_mod.deblur_sigma_eps
-    assert rule(2.55 / 255) * 255 == pytest.approx(19.825)
+    assert rule(2.55 / 255) * 255 == pytest.approx(25.0)
+    assert rule(7.65 / 255) * 255 == pytest.approx(27.475)
     assert rule(12.75 / 255) * 255 == pytest.approx(35.125)
-    assert rule(0.0) * 255 == pytest.approx(16.0) and rule(40 / 255) * 255 == pytest.approx(45.0)
+    assert rule(0.0) * 255 == pytest.approx(25.0) and rule(40 / 255) * 255 == pytest.approx(45.0)
     op, dae = Blur(torch.ones(3, 3) / 9, "circular"), tiny_dae()
     run = lambda o, **kw: daep_mod.daep(o.forward(gray), o, iters=1, dae=dae, device="cpu",
                                         precision="fp32", **kw).settings
