@@ -80,3 +80,14 @@ def test_cli_prints_the_table_and_rejects_unmatched_runs(tmp_path, capsys):
     bad.write_text(json.dumps(_result("sr-set5", "tv", [], task="sr")))
     assert main(["paper-table", str(bad)]) == 2
     assert "matches a published figure" in capsys.readouterr().err
+
+
+def test_cli_row_selection_keeps_only_the_named_cases(tmp_path, capsys):
+    path = tmp_path / "na.json"
+    rows = [_row("im_1", 32.0), _row("im_1", 28.0, sigma=10.2)]
+    path.write_text(json.dumps(_result("levin-deblur", "dmsp", rows, noise_blind=True)))
+    assert main(["paper-table", f"{path}::sigma=10.2"]) == 0
+    out = capsys.readouterr().out
+    assert "sigma 10.2" in out and "sigma 2.55" not in out and "na.json::sigma=10.2" in out
+    assert main(["paper-table", f"{path}::colour=red"]) == 2
+    assert "bad row selection" in capsys.readouterr().err

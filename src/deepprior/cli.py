@@ -557,19 +557,41 @@ def _add_paper_table(sub):
     p = sub.add_parser("paper-table", help="benchmark JSONs beside the papers' published figures "
                        "(ours, paper, difference; same cases, same PSNR convention)")
     p.add_argument("results", nargs="*", help="results JSONs written by `deepprior bench` "
-                   "(default: every JSON in benchmarks/results)")
+                   "(default: every JSON in benchmarks/results); `FILE::sigma=2.55,5.1` keeps only "
+                   "the rows whose field (sigma, scale, kernel, image) has one of these values")
     p.add_argument("--json", help="also write the table here")
     p.set_defaults(func=_cmd_paper_table)
+
+
+def _select_rows(spec: str) -> tuple[str, dict]:
+    """``FILE`` or ``FILE::field=v1,v2`` → (the file's name as given, the JSON with only those rows)."""
+    path, _, selection = spec.partition("::")
+    result = _read_results(path)
+    if selection:
+        field, eq, values = selection.partition("=")
+        if not eq or field not in ("sigma", "scale", "kernel", "image"):
+            raise CLIError(f"bad row selection {selection!r}: use FIELD=V1,V2 with FIELD one of "
+                           "sigma, scale, kernel, image")
+        wanted = values.split(",")
+
+        def keep(row):
+            got = row.get(field)
+            if isinstance(got, (int, float)):
+                return any(abs(float(got) - float(v)) < 1e-3 for v in wanted)
+            return str(got) in wanted
+
+        result = dict(result, results=[r for r in result.get("results", []) if keep(r)])
+    return Path(path).name + (f"::{selection}" if selection else ""), result
 
 
 def _cmd_paper_table(args) -> int:
     from .bench.paper_figures import paper_table
     from .io import write_json_atomic
 
-    paths = [Path(p) for p in args.results] or sorted(Path("benchmarks/results").glob("*.json"))
-    if not paths:
+    specs = args.results or [str(p) for p in sorted(Path("benchmarks/results").glob("*.json"))]
+    if not specs:
         raise CLIError("no results JSONs given and none in benchmarks/results")
-    table = paper_table({path.name: _read_results(path) for path in paths})
+    table = paper_table(dict(_select_rows(spec) for spec in specs))
     if not table:
         raise CLIError("none of these runs matches a published figure (protocol, method and mode)")
     print("| protocol | method | cases | n | ours | paper | ours − paper | s / case | source | file |")
