@@ -65,8 +65,9 @@ def deblur_sigma_dae(sigma_n: float) -> float:
     σ₁ = 11 / 13 / 15 gave 28.23 / 28.41 / 28.46 dB. Checked on the held-out Berkeley set at
     σ_n = 10.2: 22.31 dB with σ₁ = 11, 22.62 with the rule (better in all 50 cases)
     (berkeley-deblur_dmsp-na_sigmadae-paper_sigma10.2.json →
-    berkeley-deblur_dmsp-na_v3_sigma7.65-10.2.json). Below σ_n ≈ 5.3 the line would go under 11:
-    that helped Levin (σ₁ = 8.9 at σ_n = 2.55: 32.43 → 32.56 dB, 32 cases,
+    berkeley-deblur_dmsp-na_v3_sigma7.65-10.2.json); at σ_n = 7.65 on half of its images, 24.62 →
+    24.77 dB (better in all 25 cases, …_sigmadae-paper_sigma7.65_b.json). Below σ_n ≈ 5.3 the
+    line would go under 11: that helped Levin (σ₁ = 8.9 at σ_n = 2.55: 32.43 → 32.56 dB, 32 cases,
     levin-deblur_dmsp-na_v2_*.json → levin-deblur_dmsp-na_v3.json) but not the held-out Berkeley
     set (25.54 → 25.45 dB, 50 cases; 7 of 50 better, berkeley-deblur_dmsp-na_v2.json →
     berkeley-deblur_dmsp-na_v3_sigma2.55-5.1.json), so the paper's 11 is the floor.
