@@ -565,22 +565,12 @@ def _add_paper_table(sub):
 
 def _select_rows(spec: str) -> tuple[str, dict]:
     """``FILE`` or ``FILE::field=v1,v2`` → (the file's name as given, the JSON with only those rows)."""
+    from .bench.paper_figures import select_rows
+
     path, _, selection = spec.partition("::")
     result = _read_results(path)
     if selection:
-        field, eq, values = selection.partition("=")
-        if not eq or field not in ("sigma", "scale", "kernel", "image"):
-            raise CLIError(f"bad row selection {selection!r}: use FIELD=V1,V2 with FIELD one of "
-                           "sigma, scale, kernel, image")
-        wanted = values.split(",")
-
-        def keep(row):
-            got = row.get(field)
-            if isinstance(got, (int, float)):
-                return any(abs(float(got) - float(v)) < 1e-3 for v in wanted)
-            return str(got) in wanted
-
-        result = dict(result, results=[r for r in result.get("results", []) if keep(r)])
+        result = select_rows(result, selection)
     return Path(path).name + (f"::{selection}" if selection else ""), result
 
 

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["PaperFigure", "PAPER_FIGURES", "run_variant", "paper_table"]
+__all__ = ["PaperFigure", "PAPER_FIGURES", "run_variant", "paper_table", "row_has", "select_rows"]
 
 
 @dataclass(frozen=True)
@@ -42,19 +42,44 @@ class PaperFigure:
     note: str = ""
 
     def matches(self, row: dict) -> bool:
-        for key, want in self.where:
-            got = row.get(key)
-            if isinstance(want, float):
-                if got is None or not math.isclose(float(got), want, abs_tol=1e-3):
-                    return False
-            elif got != want:
-                return False
-        return True
+        return all(row_has(row, key, (want,)) for key, want in self.where)
 
     @property
     def case_label(self) -> str:
         return ", ".join(f"{k} {v:g}" if isinstance(v, (int, float)) else f"{k} {v}"
                          for k, v in self.where) or "all"
+
+
+ROW_FIELDS = ("sigma", "scale", "kernel", "image")
+
+
+def row_has(row: dict, field: str, values) -> bool:
+    """Whether a results row's ``field`` equals one of ``values`` (numbers within 1e-3, so
+    ``'2.55'`` from a command line matches σ = 2.55; names as strings)."""
+    got = row.get(field)
+    if got is None:
+        return False
+    for want in values:
+        if isinstance(got, (int, float)):
+            try:
+                if math.isclose(float(got), float(want), abs_tol=1e-3):
+                    return True
+            except (TypeError, ValueError):
+                continue
+        elif str(got) == str(want):
+            return True
+    return False
+
+
+def select_rows(result: dict, selection: str) -> dict:
+    """``result`` with only the rows matching ``selection`` = ``'field=v1,v2'`` (a field of
+    :data:`ROW_FIELDS`). Raises ``ValueError`` for a malformed selection."""
+    field, eq, values = selection.partition("=")
+    if not eq or field not in ROW_FIELDS:
+        raise ValueError(f"bad row selection {selection!r}: use FIELD=V1,V2 with FIELD one of "
+                         + ", ".join(ROW_FIELDS))
+    wanted = values.split(",")
+    return dict(result, results=[r for r in result.get("results", []) if row_has(r, field, wanted)])
 
 
 def _series(protocol, method, key, values, figures, n, source, variant=None, note=""):
