@@ -31,3 +31,15 @@ def test_dip_preset_steps_time_every_distinct_network():
     assert [(r["preset"], r["precision"]) for r in rows] == [
         (p, q) for p in DIP_NETWORK_PRESETS for q in ("fp32", "bf16")]
     assert all(r["seconds_per_iter"] >= 0 and r["setup_seconds"] > 0 for r in rows)
+
+
+def test_dip_step_profile_splits_the_step_into_convolutions_and_overheads():
+    from deepprior.bench.speed import _PROFILE_CATEGORIES, dip_step_profile
+
+    r = dip_step_profile(32, channels=1, precision="fp32", steps=2, log=lambda *_: None)
+    assert set(r["fraction"]) == {name for name, _ in _PROFILE_CATEGORIES} | {"other"}
+    assert sum(r["fraction"].values()) == pytest.approx(1.0)
+    # the categories are disjoint top-level ops inside the profiled steps' wall time
+    assert sum(v for k, v in r["ms_per_step_by_category"].items() if k != "other") <= r["ms_per_step"] * 1.02
+    assert r["fraction"]["convolution"] > 0.1  # the network's convolutions ran and were seen
+    assert r["fraction"]["optimizer (Adam)"] > 0 and r["fraction"]["batch norm"] > 0

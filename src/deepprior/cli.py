@@ -335,7 +335,8 @@ def _cmd_bench(args) -> int:
     if args.protocol == "speed":
         from .bench.speed import SIZES, run_speed
 
-        res = run_speed(sizes=tuple(args.size) if args.size else SIZES, large_megapixels=args.large_mp or None)
+        res = run_speed(sizes=tuple(args.size) if args.size else SIZES, large_megapixels=args.large_mp or None,
+                        methods=(args.method,) if args.method else None)
         out = Path(args.json or "benchmarks/results/speed.json")
         out.parent.mkdir(parents=True, exist_ok=True)
         write_json_atomic(out, res)
