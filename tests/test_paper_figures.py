@@ -91,3 +91,35 @@ def test_cli_row_selection_keeps_only_the_named_cases(tmp_path, capsys):
     assert "sigma 10.2" in out and "sigma 2.55" not in out and "na.json::sigma=10.2" in out
     assert main(["paper-table", f"{path}::colour=red"]) == 2
     assert "bad row selection" in capsys.readouterr().err
+
+
+def test_per_image_values_average_to_the_published_average():
+    # catches a mistyped per-image value: the tables print averages rounded to 0.01
+    with_images = [f for f in PAPER_FIGURES if f.per_image]
+    assert len(with_images) >= 20
+    for fig in with_images:
+        values = [v for _, v in fig.per_image]
+        assert len(values) == fig.n, fig
+        assert sum(values) / len(values) == pytest.approx(fig.value, abs=0.011), fig
+
+
+def test_a_subset_run_is_compared_with_the_paper_on_the_same_images():
+    rows = [_row("butterfly", 25.5, sigma=0.0, kernel=None, scale=4)]
+    (row,) = [r for r in paper_table({"d.json": _result("deepred-sr-set5", "deepred", rows, task="sr")})]
+    assert row["partial"] and row["paper"] == pytest.approx(30.72)
+    assert row["paper_same_cases"] == pytest.approx(26.33)
+    assert row["delta_same_cases"] == pytest.approx(25.5 - 26.33)
+    # Set14: the paper's table has 12 of our 14 images; bridge and man are left out
+    names = ("baboon", "barbara", "bridge", "coastguard", "comic", "face", "flowers", "foreman", "lenna",
+             "man", "monarch", "pepper", "ppt3", "zebra")
+    rows = [_row(n, 30.0, sigma=0.0, kernel=None, scale=4) for n in names]
+    (row,) = paper_table({"s.json": _result("deepred-sr-set14", "red", rows, task="sr")})
+    assert row["n"] == 12 and not row["partial"]
+    assert row["paper_same_cases"] == pytest.approx(27.36, abs=0.011)
+    # no per-image values: the same-case figure is the average for a complete run, None for a partial one
+    full = paper_table({"f.json": _result("dip-denoise-cbm3d9", "bm3d", [_row(f"i{k}", 31.0, sigma=25.0, kernel=None)
+                                                                         for k in range(9)], task="denoise")})
+    assert full[0]["paper_same_cases"] == pytest.approx(31.42)
+    part = paper_table({"p.json": _result("dip-denoise-cbm3d9", "bm3d", [_row("i0", 31.0, sigma=25.0, kernel=None)],
+                                          task="denoise")})
+    assert part[0]["paper_same_cases"] is None and part[0]["delta_same_cases"] is None

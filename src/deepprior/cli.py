@@ -585,16 +585,19 @@ def _cmd_paper_table(args) -> int:
     table = paper_table(dict(_select_rows(spec) for spec in specs))
     if not table:
         raise CLIError("none of these runs matches a published figure (protocol, method and mode)")
-    print("| protocol | method | cases | n | ours | paper | ours − paper | s / case | source | file |")
-    print("|---|---|---|---|---|---|---|---|---|---|")
+    print("| protocol | method | cases | n | ours | paper | ours − paper | paper, same cases | "
+          "ours − paper, same cases | s / case | source | file |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
     for row in table:
         method = row["method"] + (f" {row['variant']}" if row["variant"] else "")
         fmt = "{:.2f}" if row["metric"] == "psnr" else "{:.0f}"
         n = f"{row['n']}" + (f" of {row['n_paper']}" if row["partial"] else "")
         unit = "" if row["metric"] == "psnr" else f" ({row['metric']})"
+        same = "—" if row["paper_same_cases"] is None else fmt.format(row["paper_same_cases"])
+        delta_same = "—" if row["delta_same_cases"] is None else f"{row['delta_same_cases']:+.2f}"
         print(f"| {row['protocol']} | {method} | {row['cases']}{unit} | {n} | {fmt.format(row['ours'])} | "
-              f"{fmt.format(row['paper'])} | {row['delta']:+.2f} | {row['seconds']:.1f} | {row['source']} | "
-              f"{row['file']} |")
+              f"{fmt.format(row['paper'])} | {row['delta']:+.2f} | {same} | {delta_same} | "
+              f"{row['seconds']:.1f} | {row['source']} | {row['file']} |")
     if args.json:
         write_json_atomic(args.json, {"rows": table})
         print(f"wrote {args.json}")

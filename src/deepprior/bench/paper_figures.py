@@ -29,6 +29,8 @@ class PaperFigure:
 
     ``metric`` is ``'psnr'`` (mean over the rows, dB) or ``'error_ratio<3.5'`` (how many rows
     have a kernel-blind error ratio below 3.5, DMSP Fig. 3). ``n``: cases the paper averages.
+    ``per_image``: the paper's per-image values ((image, dB), …) where its table prints them —
+    then a run is compared on the images both have, against the paper's mean over those.
     """
 
     protocol: str
@@ -40,6 +42,7 @@ class PaperFigure:
     variant: str | None = None
     metric: str = "psnr"
     note: str = ""
+    per_image: tuple = ()
 
     def matches(self, row: dict) -> bool:
         return all(row_has(row, key, (want,)) for key, want in self.where)
@@ -82,14 +85,24 @@ def select_rows(result: dict, selection: str) -> dict:
     return dict(result, results=[r for r in result.get("results", []) if row_has(r, field, wanted)])
 
 
-def _series(protocol, method, key, values, figures, n, source, variant=None, note=""):
-    return [PaperFigure(protocol, method, ((key, v),), f, n, source, variant, note=note)
-            for v, f in zip(values, figures)]
+def _series(protocol, method, key, values, figures, n, source, variant=None, note="", images=(),
+            per_image=()):
+    """One figure per ``values`` entry; ``per_image[i]`` lists the paper's values for ``images``
+    in that case (empty: the paper prints only the average)."""
+    per = [tuple(zip(images, row)) for row in per_image] or [()] * len(values)
+    return [PaperFigure(protocol, method, ((key, v),), f, n, source, variant, note=note, per_image=pi)
+            for v, f, pi in zip(values, figures, per)]
 
 
 _LEVIN_SIGMAS = (2.55, 5.1, 7.65, 10.2)
 _SR_SCALES = (2, 3, 4, 5)
-_SET14_NOTE = "the paper's Table 3 lists 12 Set14 images; ours has 14"
+_SET14_NOTE = "the paper's Table 3 lists 12 Set14 images (not bridge, man); ours has 14"
+_SET5 = ("baby", "bird", "butterfly", "head", "woman")
+_SET14 = ("baboon", "barbara", "bridge", "coastguard", "comic", "face", "flowers", "foreman", "lenna", "man",
+          "monarch", "pepper", "ppt3", "zebra")
+_DEEPRED_SET14 = tuple(i for i in _SET14 if i not in ("bridge", "man"))
+_TABLE4 = ("butterfly", "leaves", "parrots", "starfish")
+_DEEPRED_BLURS = ("uniform9", "gauss25_s1.6")
 
 PAPER_FIGURES: tuple[PaperFigure, ...] = tuple(
     # --- DAEP (Bigdeli & Zwicker 2017)
@@ -113,10 +126,20 @@ PAPER_FIGURES: tuple[PaperFigure, ...] = tuple(
     + [PaperFigure("levin-blind", "dmsp", (), 32, 32, "DMSP Fig. 3 / §5.2", "NA+KE",
                    metric="error_ratio<3.5", note="cases with an error ratio below 3.5")]
     # --- Deep Image Prior (Ulyanov, Vedaldi & Lempitsky, IJCV 2020)
-    + _series("dip-sr-set5", "dip", "scale", (4, 8), (29.89, 25.88), 5, "DIP Table 2")
-    + _series("dip-sr-set5", "bicubic", "scale", (4, 8), (28.44, 24.37), 5, "DIP Table 2")
-    + _series("dip-sr-set14", "dip", "scale", (4, 8), (27.00, 24.15), 14, "DIP Table 1")
-    + _series("dip-sr-set14", "bicubic", "scale", (4, 8), (26.05, 23.09), 14, "DIP Table 1")
+    + _series("dip-sr-set5", "dip", "scale", (4, 8), (29.89, 25.88), 5, "DIP Table 2", images=_SET5,
+              per_image=((31.49, 31.80, 26.23, 31.04, 28.93), (28.28, 27.09, 20.02, 29.55, 24.50)))
+    + _series("dip-sr-set5", "bicubic", "scale", (4, 8), (28.44, 24.37), 5, "DIP Table 2", images=_SET5,
+              per_image=((31.78, 30.2, 22.13, 31.34, 26.75), (27.28, 25.28, 17.74, 28.82, 22.74)))
+    + _series("dip-sr-set14", "dip", "scale", (4, 8), (27.00, 24.15), 14, "DIP Table 1", images=_SET14,
+              per_image=((22.29, 25.53, 24.38, 25.81, 22.18, 31.02, 26.14, 31.66, 30.83, 26.09, 29.98, 32.08,
+                          24.38, 25.71),
+                         (21.38, 23.94, 22.20, 24.21, 19.86, 29.52, 22.86, 27.87, 27.93, 23.57, 24.86, 29.18,
+                          20.12, 20.62)))
+    + _series("dip-sr-set14", "bicubic", "scale", (4, 8), (26.05, 23.09), 14, "DIP Table 1", images=_SET14,
+              per_image=((22.44, 25.15, 24.47, 25.53, 21.59, 31.34, 25.33, 29.45, 29.84, 25.7, 27.45, 30.63,
+                          21.78, 24.01),
+                         (21.28, 23.44, 22.24, 23.65, 19.25, 28.79, 22.06, 25.37, 26.27, 23.06, 23.18, 26.55,
+                          18.62, 19.59)))
     + [PaperFigure("dip-denoise-cbm3d9", "dip", (), 30.43, 9, "DIP §3.1", note="1800 iterations, EMA"),
        PaperFigure("dip-denoise-cbm3d9", "bm3d", (), 31.42, 9, "DIP §3.1", note="CBM3D"),
        PaperFigure("dip-denoise-cbm3d9", "nlm", (), 30.26, 9, "DIP §3.1")]
@@ -127,24 +150,37 @@ PAPER_FIGURES: tuple[PaperFigure, ...] = tuple(
     + [PaperFigure("deepred-denoise-cbm3d9", m, (), v, 9, "DeepRED §4.1", note=note)
        for m, v, note in (("deepred", 31.24, "NLM denoiser"), ("dip", 30.53, "their DIP run"),
                           ("red", 29.3, ""), ("nlm", 29.13, ""))]
-    + _series("deepred-sr-set5", "deepred", "scale", (4, 8), (30.72, 26.04), 5, "DeepRED Table 2")
+    + _series("deepred-sr-set5", "deepred", "scale", (4, 8), (30.72, 26.04), 5, "DeepRED Table 2",
+              images=_SET5, per_image=((33.08, 32.62, 26.33, 32.46, 29.11), (28.93, 27.05, 20.04, 30.06, 24.09)))
     + _series("deepred-sr-set5", "red", "scale", (4, 8), (30.23, 25.56), 5, "DeepRED Table 2",
-              note="RED with BM3D")
-    + _series("deepred-sr-set5", "dip", "scale", (4, 8), (29.95, 25.84), 5, "DeepRED Table 2")
+              note="RED with BM3D", images=_SET5,
+              per_image=((33.38, 32.66, 24.03, 32.62, 28.46), (28.44, 26.74, 18.96, 30.00, 23.68)))
+    + _series("deepred-sr-set5", "dip", "scale", (4, 8), (29.95, 25.84), 5, "DeepRED Table 2",
+              images=_SET5, per_image=((31.65, 31.90, 26.01, 31.53, 28.65), (28.36, 27.01, 20.10, 29.85, 23.89)))
     + _series("deepred-sr-set14", "deepred", "scale", (4, 8), (27.63, 24.28), 12, "DeepRED Table 3",
-              note=_SET14_NOTE)
+              note=_SET14_NOTE, images=_DEEPRED_SET14,
+              per_image=((22.51, 25.76, 26.00, 22.74, 32.37, 27.29, 29.70, 31.62, 30.76, 31.10, 24.97, 26.78),
+                         (21.33, 24.02, 23.98, 20.05, 29.95, 23.51, 25.38, 28.12, 25.34, 27.91, 20.69, 21.03)))
     + _series("deepred-sr-set14", "red", "scale", (4, 8), (27.36, 23.89), 12, "DeepRED Table 3",
-              note=_SET14_NOTE + "; RED with BM3D")
+              note=_SET14_NOTE + "; RED with BM3D", images=_DEEPRED_SET14,
+              per_image=((22.55, 25.76, 25.88, 22.57, 32.60, 26.96, 29.38, 31.56, 29.33, 31.05, 24.50, 26.17),
+                         (21.29, 23.94, 23.51, 19.84, 29.90, 23.19, 24.62, 27.69, 24.39, 27.45, 20.23, 20.61)))
     + _series("deepred-sr-set14", "dip", "scale", (4, 8), (27.16, 24.10), 12, "DeepRED Table 3",
-              note=_SET14_NOTE)
-    + _series("deepred-deblur-color", "deepred", "kernel", ("uniform9", "gauss25_s1.6"), (31.43, 32.51), 4,
-              "DeepRED Table 4")
-    + _series("deepred-deblur-color", "dip", "kernel", ("uniform9", "gauss25_s1.6"), (30.51, 31.62), 4,
-              "DeepRED Table 4")
-    + _series("deepred-deblur-color", "red", "kernel", ("uniform9", "gauss25_s1.6"), (30.74, 32.35), 4,
-              "DeepRED Table 4", note="RED with TNRD")
-    + _series("deepred-deblur-set5-gray", "deepred", "kernel", ("uniform9", "gauss25_s1.6"), (32.07, 33.81), 5,
-              "DeepRED Table 5")
+              note=_SET14_NOTE, images=_DEEPRED_SET14,
+              per_image=((22.21, 25.53, 25.82, 22.46, 31.48, 26.55, 29.38, 30.86, 30.27, 30.52, 24.75, 26.04),
+                         (21.18, 24.01, 23.74, 19.95, 29.65, 23.32, 25.00, 27.92, 24.85, 27.99, 20.59, 20.98)))
+    + _series("deepred-deblur-color", "deepred", "kernel", _DEEPRED_BLURS, (31.43, 32.51), 4,
+              "DeepRED Table 4", images=_TABLE4,
+              per_image=((31.44, 31.21, 32.03, 31.06), (32.19, 32.27, 32.84, 32.74)))
+    + _series("deepred-deblur-color", "dip", "kernel", _DEEPRED_BLURS, (30.51, 31.62), 4,
+              "DeepRED Table 4", images=_TABLE4,
+              per_image=((30.26, 30.38, 31.00, 30.42), (31.21, 31.51, 31.91, 31.83)))
+    + _series("deepred-deblur-color", "red", "kernel", _DEEPRED_BLURS, (30.74, 32.35), 4,
+              "DeepRED Table 4", note="RED with TNRD", images=_TABLE4,
+              per_image=((30.41, 30.13, 31.83, 30.57), (31.66, 31.93, 33.33, 32.49)))
+    + _series("deepred-deblur-set5-gray", "deepred", "kernel", _DEEPRED_BLURS, (32.07, 33.81), 5,
+              "DeepRED Table 5", images=_SET5,
+              per_image=((33.11, 34.28, 29.94, 31.87, 31.14), (35.30, 37.09, 30.59, 33.22, 32.84)))
 )
 
 
@@ -171,7 +207,11 @@ def paper_table(results: dict[str, dict]) -> list[dict]:
     ``results`` maps a name (the JSON's file name) to the loaded JSON. For each figure with
     the run's protocol, method and variant, the run's finished rows matching ``figure.where``
     give ``ours`` (mean PSNR, or the count of error ratios below 3.5) and ``n``; ``delta`` =
-    ours − paper; ``partial`` when the run has fewer cases than the paper averaged. Runs with
+    ours − paper; ``partial`` when the run has fewer cases than the paper averaged. Where the
+    paper prints per-image values, only the images it has count, and ``paper_same_cases`` is
+    its mean over the run's images (``delta_same_cases`` = ours − that): a run on a subset is
+    compared with the paper on the same subset. Without per-image values it is the paper's
+    average for a complete run and None for a partial one. Runs with
     no matching figure are left out. Also returned: the run's method parameters and mean
     seconds per case over the same rows.
     """
@@ -184,17 +224,26 @@ def paper_table(results: dict[str, dict]) -> list[dict]:
             if (fig.protocol, fig.method, fig.variant) != (result.get("protocol"), result.get("method"), variant):
                 continue
             mine = [r for r in rows if fig.matches(r)]
+            per_image = dict(fig.per_image)
+            if per_image:  # only the images the paper's table has (e.g. 12 of our 14 Set14 images)
+                mine = [r for r in mine if r.get("image") in per_image]
             if not mine:
                 continue
             if fig.metric == "psnr":
                 ours = float(np.mean([r["psnr"] for r in mine]))
             else:  # 'error_ratio<3.5'
                 ours = float(sum(1 for r in mine if r.get("error_ratio", math.inf) < 3.5))
+            partial = len(mine) < fig.n
+            # the paper on the same cases: its per-image values, or its average when ours has them all
+            same = (float(np.mean([per_image[r["image"]] for r in mine])) if per_image
+                    else (None if partial else fig.value))
             table.append({
                 "protocol": fig.protocol, "method": fig.method, "variant": fig.variant,
                 "cases": fig.case_label, "metric": fig.metric, "n": len(mine), "n_paper": fig.n,
-                "partial": len(mine) < fig.n, "ours": ours, "paper": fig.value,
-                "delta": ours - fig.value, "source": fig.source, "note": fig.note,
+                "partial": partial, "ours": ours, "paper": fig.value,
+                "delta": ours - fig.value, "paper_same_cases": same,
+                "delta_same_cases": None if same is None else ours - same,
+                "source": fig.source, "note": fig.note,
                 "seconds": float(np.mean([r["seconds"] for r in mine])),
                 "params": settings.get("method_params") or {}, "file": name,
             })
