@@ -7,9 +7,8 @@ its time goes (:func:`dip_step_profile`), and the
 per-iteration time of every registered iterative method (timed as
 ``(t(iters = 1 + n) − t(iters = 1)) / n`` so set-up cost is excluded). Every timing is the
 fastest of several repeats after warm-up calls: on a shared 2-core machine other work only ever
-adds time, and the median of three let one slow spell skew a whole fp32/bf16 ratio (a gray DAE
-forward once measured 3.3× slower than the colour one of the same size). The JSON records
-threads and the CPU.
+adds time, and the median of three let one slow spell skew a whole fp32/bf16 ratio. The JSON
+records threads and the CPU.
 """
 from __future__ import annotations
 
