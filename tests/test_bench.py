@@ -319,8 +319,20 @@ def test_gray_images_record_the_dae_their_method_loads():
     assert default_prior_weights("daep", 1) == color
     assert default_prior_weights("dmsp", 1) == gray
     assert default_prior_weights("dmsp", 3) == color
-    recorded = {m: _dae_weights(get_method(m), {}, 1)["file"] for m in ("daep", "dmsp", "dae")}
+    recorded = {m: _dae_weights(get_method(m), {}, 1, "deblur")["file"] for m in ("daep", "dmsp", "dae")}
     assert recorded == {"daep": color.name, "dmsp": gray.name, "dae": gray.name}
+
+
+def test_red_and_deepred_record_dae_weights_only_when_the_dae_is_their_denoiser():
+    from deepprior.bench.runner import _dae_weights
+
+    red, deepred = get_method("red"), get_method("deepred")
+    assert _dae_weights(red, {}, 3, "deblur")["file"] == default_weights_path(3).name  # RED's deblur preset: DAE
+    assert _dae_weights(red, {}, 3, "sr") is None  # BM3D
+    assert _dae_weights(red, {"denoiser": "nlm"}, 3, "deblur") is None
+    assert _dae_weights(deepred, {}, 3, "deblur") is None  # Table 1: NLM
+    assert _dae_weights(deepred, {}, 3, "sr") is None  # Table 1: BM3D
+    assert _dae_weights(deepred, {"denoiser": "dae"}, 1, "sr")["file"] == default_weights_path(1).name
 
 
 def test_dip_protocol_records_where_its_stopping_rules_fired(images):

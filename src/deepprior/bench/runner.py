@@ -300,7 +300,7 @@ def run_protocol(name: str, method: str | None = None, data_root=None, images=No
         "device": str(dev), "precision": prec,
         "extra_metrics": getattr(protocol.extra_metrics, "__name__", None),
         "save_images": None if out_dir is None else str(out_dir),
-        "dae_weights": _dae_weights(info, params, 3 if protocol.color == "rgb" else 1),
+        "dae_weights": _dae_weights(info, params, 3 if protocol.color == "rgb" else 1, protocol.task),
     }
 
     show_bar = bool(progress) and sys.stderr.isatty()
@@ -398,11 +398,28 @@ _RESUME_KEYS = ("protocol", "method", "iters", "method_params", "images", "preci
                 "psnr", "boundary", "sr_filter", "missing", "pattern", "kernel_set", "dae_weights")
 
 
-def _dae_weights(info, params: dict, channels: int) -> dict | None:
+def _default_denoiser(method: str, task: str) -> str | None:
+    """f of RED / DeepRED when ``denoiser=`` is not given (their presets for the task)."""
+    if method == "red":
+        from ..methods.red import RED_PRESETS
+        return RED_PRESETS[task].denoiser if task in RED_PRESETS else None
+    if method == "deepred":
+        from ..methods.deepred import DEEPRED_PRESETS
+        name = "sr4" if task == "sr" else task  # sr4 and sr8 share BM3D
+        return DEEPRED_PRESETS[name].denoiser if name in DEEPRED_PRESETS else None
+    return None
+
+
+def _dae_weights(info, params: dict, channels: int, task: str) -> dict | None:
     """The DAE weights a learned or hybrid method loads for the protocol's images: the file
-    given as ``weights=`` or the shipped one for ``channels``, with its SHA-256 prefix."""
+    given as ``weights=`` or the shipped one for ``channels``, with its SHA-256 prefix. None
+    when the method loads no DAE (RED / DeepRED with NLM, BM3D or TV as the denoiser)."""
     if info.kind not in ("learned", "hybrid"):
         return None
+    if info.name in ("red", "deepred"):
+        denoiser = params.get("denoiser") or _default_denoiser(info.name, task)
+        if denoiser != "dae":
+            return None
     from ..methods.prior import default_prior_weights
     from ..nets.dae import weights_digest
     given = params.get("weights")
