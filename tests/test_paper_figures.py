@@ -123,3 +123,18 @@ def test_a_subset_run_is_compared_with_the_paper_on_the_same_images():
     part = paper_table({"p.json": _result("dip-denoise-cbm3d9", "bm3d", [_row("i0", 31.0, sigma=25.0, kernel=None)],
                                           task="denoise")})
     assert part[0]["paper_same_cases"] is None and part[0]["delta_same_cases"] is None
+
+
+def test_against_sets_a_run_beside_another_methods_published_row(tmp_path, capsys):
+    rows = [_row("butterfly", 31.0, sigma=2 ** 0.5, kernel="uniform9"),
+            _row("leaves", 30.0, sigma=2 ** 0.5, kernel="uniform9")]
+    run = _result("deepred-deblur-color", "dmsp", rows)
+    assert paper_table({"d.json": run}) == []  # no DMSP row in the DeepRED paper
+    (row,) = paper_table({"d.json": run}, against="deepred")
+    assert row["method"] == "deepred" and row["run_method"] == "dmsp" and row["variant"] is None
+    assert row["paper"] == pytest.approx(31.43)
+    assert row["paper_same_cases"] == pytest.approx((31.44 + 31.21) / 2)
+    path = tmp_path / "d.json"
+    path.write_text(json.dumps(run))
+    assert main(["paper-table", str(path), "--against", "deepred"]) == 0
+    assert "| deepred-deblur-color | dmsp vs deepred | kernel uniform9 | 2 of 4 | 30.50 |" in capsys.readouterr().out

@@ -560,6 +560,9 @@ def _add_paper_table(sub):
     p.add_argument("results", nargs="*", help="results JSONs written by `deepprior bench` "
                    "(default: every JSON in benchmarks/results); `FILE::sigma=2.55,5.1` keeps only "
                    "the rows whose field (sigma, scale, kernel, image) has one of these values")
+    p.add_argument("--against", metavar="METHOD",
+                   help="set the runs beside this method's published rows instead of their own "
+                        "(e.g. DMSP or RED+DAE runs on a DeepRED protocol against `--against deepred`)")
     p.add_argument("--json", help="also write the table here")
     p.set_defaults(func=_cmd_paper_table)
 
@@ -582,7 +585,7 @@ def _cmd_paper_table(args) -> int:
     specs = args.results or [str(p) for p in sorted(Path("benchmarks/results").glob("*.json"))]
     if not specs:
         raise CLIError("no results JSONs given and none in benchmarks/results")
-    table = paper_table(dict(_select_rows(spec) for spec in specs))
+    table = paper_table(dict(_select_rows(spec) for spec in specs), against=args.against)
     if not table:
         raise CLIError("none of these runs matches a published figure (protocol, method and mode)")
     print("| protocol | method | cases | n | ours | paper | ours − paper | paper, same cases | "
@@ -590,6 +593,8 @@ def _cmd_paper_table(args) -> int:
     print("|---|---|---|---|---|---|---|---|---|---|---|---|")
     for row in table:
         method = row["method"] + (f" {row['variant']}" if row["variant"] else "")
+        if row["run_method"] != row["method"]:
+            method = f"{row['run_method']} vs {method}"
         fmt = "{:.2f}" if row["metric"] == "psnr" else "{:.0f}"
         n = f"{row['n']}" + (f" of {row['n_paper']}" if row["partial"] else "")
         unit = "" if row["metric"] == "psnr" else f" ({row['metric']})"

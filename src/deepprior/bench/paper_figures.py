@@ -201,8 +201,12 @@ def _finished_rows(result: dict) -> list[dict]:
     return [r for r in result.get("results", []) if not r.get("interrupted") and r.get("psnr") is not None]
 
 
-def paper_table(results: dict[str, dict]) -> list[dict]:
+def paper_table(results: dict[str, dict], against: str | None = None) -> list[dict]:
     """Rows "ours vs paper" for every published figure that a results JSON can be set beside.
+
+    ``against``: compare every run with the published rows of this method (and no variant)
+    instead of its own — e.g. our DMSP on a DeepRED protocol against DeepRED's row; each row
+    then names the run's own method in ``run_method``.
 
     ``results`` maps a name (the JSON's file name) to the loaded JSON. For each figure with
     the run's protocol, method and variant, the run's finished rows matching ``figure.where``
@@ -217,11 +221,12 @@ def paper_table(results: dict[str, dict]) -> list[dict]:
     """
     table = []
     for name, result in results.items():
-        variant = run_variant(result)
+        variant = None if against else run_variant(result)
+        method = against or result.get("method")
         rows = _finished_rows(result)
         settings = result.get("settings", {})
         for fig in PAPER_FIGURES:
-            if (fig.protocol, fig.method, fig.variant) != (result.get("protocol"), result.get("method"), variant):
+            if (fig.protocol, fig.method, fig.variant) != (result.get("protocol"), method, variant):
                 continue
             mine = [r for r in rows if fig.matches(r)]
             per_image = dict(fig.per_image)
@@ -239,6 +244,7 @@ def paper_table(results: dict[str, dict]) -> list[dict]:
                     else (None if partial else fig.value))
             table.append({
                 "protocol": fig.protocol, "method": fig.method, "variant": fig.variant,
+                "run_method": result.get("method"),
                 "cases": fig.case_label, "metric": fig.metric, "n": len(mine), "n_paper": fig.n,
                 "partial": partial, "ours": ours, "paper": fig.value,
                 "delta": ours - fig.value, "paper_same_cases": same,
