@@ -398,27 +398,16 @@ _RESUME_KEYS = ("protocol", "method", "iters", "method_params", "images", "preci
                 "psnr", "boundary", "sr_filter", "missing", "pattern", "kernel_set", "dae_weights")
 
 
-def _default_denoiser(method: str, task: str) -> str | None:
-    """f of RED / DeepRED when ``denoiser=`` is not given (their presets for the task)."""
-    if method == "red":
-        from ..methods.red import RED_PRESETS
-        return RED_PRESETS[task].denoiser if task in RED_PRESETS else None
-    if method == "deepred":
-        from ..methods.deepred import DEEPRED_PRESETS
-        name = "sr4" if task == "sr" else task  # sr4 and sr8 share BM3D
-        return DEEPRED_PRESETS[name].denoiser if name in DEEPRED_PRESETS else None
-    return None
-
-
 def _dae_weights(info, params: dict, channels: int, task: str) -> dict | None:
     """The DAE weights a learned or hybrid method loads for the protocol's images: the file
     given as ``weights=`` or the shipped one for ``channels``, with its SHA-256 prefix. None
     when the method loads no DAE (RED / DeepRED with NLM, BM3D or TV as the denoiser)."""
     if info.kind not in ("learned", "hybrid"):
         return None
-    if info.name in ("red", "deepred"):
-        denoiser = params.get("denoiser") or _default_denoiser(info.name, task)
-        if denoiser != "dae":
+    if info.name in ("red", "deepred"):  # the DAE is only one of their denoisers
+        from ..methods import deepred, red
+        default = (red if info.name == "red" else deepred).default_denoiser(task)
+        if (params.get("denoiser") or default) != "dae":
             return None
     from ..methods.prior import default_prior_weights
     from ..nets.dae import weights_digest

@@ -135,9 +135,7 @@ def dip_step_profile(size: int = 256, channels: int = 3, precision: str = "bf16"
     get_method("dip").run(y, op, sigma=sigma, iters=warmup + steps, seed=0, device="cpu", precision=precision,
                           preset=preset, stop="fixed", backtrack=False, step_hook=hook)
     step_ms = wall["seconds"] * 1e3 / steps
-    inclusive = {}
-    for e in prof.key_averages():
-        inclusive[e.key] = inclusive.get(e.key, 0.0) + e.cpu_time_total / 1e3 / steps  # ms per step
+    inclusive = {e.key: e.cpu_time_total / 1e3 / steps for e in prof.key_averages()}  # ms per step
     groups = {name: sum(inclusive.get(k, 0.0) for k in keys) for name, keys in _PROFILE_CATEGORIES}
     groups["other"] = max(step_ms - sum(groups.values()), 0.0)
     total = sum(groups.values())

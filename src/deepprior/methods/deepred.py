@@ -50,7 +50,7 @@ from .dip import dip
 from .prior import check_task, initial_estimate
 from .red import make_denoiser, red
 
-__all__ = ["deepred", "DEEPRED_PRESETS", "DeepREDPreset", "X_SOLVERS"]
+__all__ = ["deepred", "DEEPRED_PRESETS", "DeepREDPreset", "X_SOLVERS", "default_denoiser"]
 
 X_SOLVERS = ("fixed-point", "sd")
 DEEPRED_TASKS = ("denoise", "deblur", "sr", "inpaint", "demosaic")
@@ -89,6 +89,12 @@ def _default_preset(task: str, operator) -> str:
     if task == "sr":
         return "sr8" if (downsample_factor(operator) or 0) >= 8 else "sr4"
     return task
+
+
+def default_denoiser(task: str) -> str | None:
+    """f when ``denoiser=`` is not given: the task's Table 1 preset's ('sr4' and 'sr8' share BM3D)."""
+    name = _default_preset(task, None)
+    return DEEPRED_PRESETS[name].denoiser if name in DEEPRED_PRESETS else None
 
 
 class _ADMM:

@@ -48,7 +48,7 @@ from ..operators import operator_norm_sq
 from .base import Progress, Result, register, seed_everything
 from .prior import check_task, initial_estimate, setup
 
-__all__ = ["red", "RED_PRESETS", "make_denoiser", "conjugate_gradient", "SOLVERS"]
+__all__ = ["red", "RED_PRESETS", "make_denoiser", "conjugate_gradient", "SOLVERS", "default_denoiser"]
 
 SOLVERS = ("fixed-point", "sd")
 RED_TASKS = ("denoise", "deblur", "sr", "inpaint", "demosaic")
@@ -132,6 +132,11 @@ def conjugate_gradient(apply, rhs: torch.Tensor, x0: torch.Tensor, iters: int) -
         p = r + torch.where(rs > 0, rs_new / rs.clamp_min(1e-30), torch.zeros_like(rs)) * p
         rs = rs_new
     return x
+
+
+def default_denoiser(task: str) -> str | None:
+    """f when ``denoiser=`` is not given: the task's preset's (:data:`RED_PRESETS`)."""
+    return RED_PRESETS[task].denoiser if task in RED_PRESETS else None
 
 
 @register("red", RED_TASKS, "Regularization by Denoising (Romano et al. 2017) with NLM/BM3D/DAE/TV",
