@@ -425,3 +425,39 @@ def test_trace_rows_and_psnr_vs_seconds_plot(images, tmp_path):
     assert png.stat().st_size > 1000
     with pytest.raises(ValueError, match="trace"):
         plot_psnr_vs_seconds([{"summary": {}}], tmp_path / "none.png")
+
+
+def test_a_dip_case_stopped_mid_fit_resumes_from_its_fit_checkpoint(images, tmp_path, monkeypatch):
+    """SIGTERM in the middle of a DIP case: the fit saves its state; --resume finishes the case
+    from there with the row (PSNR, iterations, trace, stop-rule metrics) of an uninterrupted run."""
+    import os
+    import signal
+
+    from deepprior.bench.runner import fit_checkpoint_dir
+    from deepprior.methods import base
+
+    common = dict(images=images, limit=1, iters=60, device="cpu", precision="fp32", progress=False,
+                  method_params={"net": TINY_HOURGLASS, "wmv_window": 10})
+    full = run_protocol("dip-denoise-cbm3d9", **common)["results"][0]
+    real_log = base.Progress.log
+    sent = []
+
+    def terminating_log(self, t, *a, **k):
+        if t == 55 and not sent:
+            sent.append(t)
+            os.kill(os.getpid(), signal.SIGTERM)  # deferred to the end of the iteration
+        return real_log(self, t, *a, **k)
+
+    monkeypatch.setattr(base.Progress, "log", terminating_log)
+    out = tmp_path / "run.json"
+    stopped = run_protocol("dip-denoise-cbm3d9", checkpoint=out, **common)
+    assert stopped["summary"]["interrupted"] and stopped["results"][0]["interrupted"]
+    saved = sorted(p.name for p in fit_checkpoint_dir(out).iterdir())
+    assert len(saved) == 2 and any(n.endswith(".snapshots.pt") for n in saved)
+    monkeypatch.setattr(base.Progress, "log", real_log)
+    resumed = run_protocol("dip-denoise-cbm3d9", checkpoint=out, resume=True, **common)["results"][0]
+    assert resumed["resumed_from"]["iter"] == 55
+    for key in ("psnr", "iters", "wmv_min_iter", "psnr_float_best", "wmv_series"):
+        assert resumed[key] == full[key], key
+    assert {t: v["psnr"] for t, v in resumed["trace"].items()} == {t: v["psnr"] for t, v in full["trace"].items()}
+    assert not fit_checkpoint_dir(out).exists()

@@ -8,6 +8,7 @@ import pytest
 from deepprior.cli import main
 from deepprior.io import read_image, write_image
 from deepprior.metrics import psnr
+from helpers import TINY_HOURGLASS
 
 
 @pytest.fixture
@@ -117,6 +118,36 @@ def test_ctrl_c_saves_current_estimate(tmp_path, clean_png, capsys, monkeypatch)
     res = tmp_path / "partial.png"
     code, out, _ = _run(["restore", deg, "-o", res, "--method", "tv", "--quiet"], capsys)
     assert code == 0 and res.exists() and "interrupted" in out
+
+
+def test_ctrl_c_with_checkpoint_then_the_same_command_continues(tmp_path, clean_png, capsys, monkeypatch):
+    """restore --checkpoint: Ctrl-C waits for the iteration to end, saves the fit and the
+    current estimate; the same command again finishes the fit and removes the file."""
+    import os
+    import signal
+
+    from deepprior.methods import base
+
+    deg = tmp_path / "noisy.png"
+    _run(["degrade", clean_png, "-o", deg, "--task", "denoise", "--sigma", 25], capsys)
+    real_log = base.Progress.log
+
+    def ctrl_c_at_4(self, t, *a, **k):
+        if t == 4:
+            os.kill(os.getpid(), signal.SIGINT)
+        return real_log(self, t, *a, **k)
+
+    monkeypatch.setattr(base.Progress, "log", ctrl_c_at_4)
+    ckpt, res = tmp_path / "fit.pt", tmp_path / "restored.png"
+    cmd = ["restore", deg, "-o", res, "--method", "dip", "--iters", 8, "--param",
+           "net=" + json.dumps(TINY_HOURGLASS), "--checkpoint", ckpt, "--quiet"]
+    code, out, _ = _run(cmd, capsys)
+    assert code == 0 and "after 4 iterations" in out and "interrupted" in out and ckpt.exists()
+    monkeypatch.setattr(base.Progress, "log", real_log)
+    code, out, _ = _run(cmd, capsys)
+    assert code == 0 and "after 8 iterations" in out and "interrupted" not in out and not ckpt.exists()
+    _expect_error(["restore", deg, "-o", res, "--method", "tv", "--checkpoint", ckpt], capsys,
+                  "does not checkpoint", tmp_path)
 
 
 def test_methods_listing_and_console_script(capsys):

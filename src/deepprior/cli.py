@@ -147,6 +147,9 @@ def _add_restore(sub):
                         "give --kernel-size N (or --kernel for the size); writes OUTPUT_kernel.npy/.png")
     p.add_argument("--kernel-size", type=int, metavar="N", help="--kernel-blind: size N of the N×N kernel")
     p.add_argument("--bit-depth", type=int, choices=(8, 16), default=8)
+    p.add_argument("--checkpoint", metavar="FILE",
+                   help="dip, deepred: save the fit's state to FILE every 5 minutes and on Ctrl-C; "
+                        "run the same command again to continue where it stopped")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_cmd_restore)
 
@@ -222,6 +225,12 @@ def _cmd_restore(args) -> int:
     params = _parse_params(args.param)
     params.update({k: v for k, v in (("noise_blind", args.noise_blind), ("kernel_blind", args.kernel_blind),
                                      ("kernel_size", args.kernel_size)) if v})
+    if args.checkpoint:
+        import inspect
+
+        if "checkpoint" not in inspect.signature(info.run).parameters:
+            raise CLIError(f"method {name!r} does not checkpoint its fit (dip and deepred do)")
+        params["checkpoint"] = Path(args.checkpoint)
     sigma = None if sigma8 is None else sigma8 / 255
     result = info.run(y, op, sigma=sigma, iters=args.iters, reference=reference, seed=args.seed,
                       device=args.device, precision=args.precision, progress=not args.quiet, **params)
@@ -239,6 +248,8 @@ def _cmd_restore(args) -> int:
         write_image(out.with_name(out.stem + "_kernel.png"), k / max(k.max(), 1e-12))
         write_json_atomic(out.with_name(out.stem + "_kernel.json"), {"note": "estimated kernel, MATLAB orientation"})
     status = " (interrupted: saved the current estimate)" if result.interrupted else ""
+    if result.interrupted and args.checkpoint:
+        status += f"; run the same command to continue from {args.checkpoint}"
     line = f"{name}: wrote {out} after {result.iters} iterations in {result.seconds:.1f} s{status}"
     if reference is not None:
         line += f"; PSNR {psnr(x, reference):.2f} dB, SSIM {ssim(x, reference):.4f}"

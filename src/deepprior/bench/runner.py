@@ -14,6 +14,7 @@ of the method's ``run`` call alone (degradation and scoring excluded).
 """
 from __future__ import annotations
 
+import inspect
 import json
 import re
 import sys
@@ -85,16 +86,27 @@ def summarize(results: list[dict]) -> dict:
 
 
 _ROW_KEYS = {"image", "kernel", "sigma", "scale", "psnr", "ssim", "seconds", "iters", "seed", "interrupted",
-             "trace"}
+             "trace", "resumed_from"}
 
 
-def _snapshot_callback(wanted: set, snapshots: dict):
-    """A method callback keeping the estimate (and elapsed seconds) at the ``wanted`` iterations."""
+def _snapshot_callback(wanted: set, snapshots: dict, keep: Path | None = None):
+    """A method callback keeping the estimate (and elapsed seconds) at the ``wanted`` iterations;
+    with ``keep``, also in that file, so a fit resumed from its checkpoint has the earlier ones."""
     def callback(t, x, info) -> bool:
         if t in wanted:
             snapshots[t] = (x.detach().to("cpu", torch.float32).clamp(0, 1).clone(), info.get("seconds"))
+            if keep is not None:
+                keep.parent.mkdir(parents=True, exist_ok=True)
+                torch.save(snapshots, keep)
         return False
     return callback
+
+
+def fit_checkpoint_dir(results_json) -> Path:
+    """Where a benchmark keeps the in-fit checkpoints of its unfinished cases:
+    ``results/X.json`` → ``results/X.ckpt/`` (ignored by git)."""
+    path = Path(results_json)
+    return path.with_name(path.stem + ".ckpt")
 
 
 def _summarize_trace(results: list[dict]) -> dict:
@@ -228,12 +240,16 @@ def run_protocol(name: str, method: str | None = None, data_root=None, images=No
         (``degraded`` drawn in image space), used by ``report.write_report``.
     checkpoint : path-like, optional
         Write the results JSON here after every case (``summary.partial`` is true until the
-        last case), so a run that is killed keeps what it finished.
+        last case), so a run that is killed keeps what it finished. Methods that checkpoint
+        their own fit (DIP, DeepRED: a ``checkpoint`` parameter) also save the state of the
+        case in progress every few minutes, in :func:`fit_checkpoint_dir` (with the PSNR
+        snapshots taken so far).
     resume : bool
         With ``checkpoint``: keep the finished cases of an existing checkpoint written with the
         same protocol, method, iterations, parameters, precision and test set, and run only the
-        missing ones. A checkpoint from different settings is an error (delete it or pass
-        another path).
+        missing ones — a case that was stopped mid-fit continues from its fit checkpoint (its
+        row's ``seconds`` then add the time before the stop; ``resumed_from`` says where). A
+        checkpoint from different settings is an error (delete it or pass another path).
 
     Returns
     -------
@@ -340,14 +356,28 @@ def run_protocol(name: str, method: str | None = None, data_root=None, images=No
                 convention = dict(crop=protocol.crop_for(case, kernel), y_channel=protocol.y_channel,
                                   quantize=protocol.quantize)
                 snapshots: dict[int, tuple] = {}
-                run_kw = {}
+                run_kw, keep = {}, None
+                if checkpoint is not None and "checkpoint" in inspect.signature(info.run).parameters:
+                    # a long fit saves its state as it goes; --resume continues it mid-case
+                    cid = case_id(image, case.kernel, case.sigma, case.scale)
+                    fit_file = fit_checkpoint_dir(checkpoint) / f"{cid}.pt"
+                    keep = fit_file.with_suffix(".snapshots.pt")
+                    if not resume:
+                        fit_file.unlink(missing_ok=True)
+                        keep.unlink(missing_ok=True)
+                    elif keep.exists():
+                        snapshots.update(torch.load(keep, weights_only=True))
+                    run_kw["checkpoint"] = fit_file
                 if protocol.trace_iters:
-                    run_kw["callback"] = _snapshot_callback(set(protocol.trace_iters), snapshots)
+                    run_kw["callback"] = _snapshot_callback(set(protocol.trace_iters), snapshots, keep)
                 t0 = time.perf_counter()
                 res = info.run(prep.y, prep.operator, sigma=sigma, iters=iters, reference=prep.x,
                                seed=prep.seed + int(seed_offset), device=str(dev), precision=prec, progress=show_bar,
                                **run_kw, **params)
                 seconds = time.perf_counter() - t0
+                resumed = (res.extras.get("checkpoint") or {}).get("resumed_from")
+                if resumed:
+                    seconds += resumed["seconds"]  # the method's time before its checkpoint
                 if method_precision is None and isinstance(res.settings.get("precision"), str):
                     method_precision = res.settings["precision"]
                 estimate = res.image.detach().to("cpu", torch.float32).clamp(0, 1)
@@ -368,6 +398,8 @@ def run_protocol(name: str, method: str | None = None, data_root=None, images=No
                     row.update(protocol.extra_metrics(protocol, case, prep, estimate, res, context))
                 if res.interrupted:
                     row["interrupted"] = True
+                if resumed:
+                    row["resumed_from"] = resumed
                 results.append(row)
                 if out_dir is not None:
                     cid = case_id(image, case.kernel, case.sigma, case.scale)
@@ -383,6 +415,10 @@ def run_protocol(name: str, method: str | None = None, data_root=None, images=No
                     raise KeyboardInterrupt
                 if checkpoint is not None:
                     write_json_atomic(checkpoint, assemble(partial=len(results) < total))
+                    if keep is not None and not res.interrupted:
+                        keep.unlink(missing_ok=True)
+                        if not any(keep.parent.iterdir()):
+                            keep.parent.rmdir()
     except KeyboardInterrupt:
         if not results:
             raise

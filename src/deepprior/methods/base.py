@@ -77,6 +77,18 @@ class Progress:
             return True
         return False
 
+    @property
+    def elapsed(self) -> float:
+        """Seconds since the loop started (including those restored by :meth:`restore`)."""
+        return time.perf_counter() - self._t0
+
+    def restore(self, history: list[dict], elapsed: float) -> None:
+        """Continue a checkpointed run: its history so far, and its clock at ``elapsed``."""
+        self.history = list(history)
+        self._t0 = time.perf_counter() - float(elapsed)
+        if self._bar is not None:
+            self._bar.update(len(self.history))
+
     def log(self, t: int, x: torch.Tensor | None = None, loss: float | None = None, **extra) -> bool:
         """Record iteration ``t`` (1-based); returns True when the caller should stop."""
         entry = {"iter": int(t), "seconds": time.perf_counter() - self._t0}

@@ -46,6 +46,7 @@ from ..compute import get_compute
 from ..noise import sigma_to_unit
 from ..operators import downsample_factor
 from .base import Result, register
+from .checkpoint import DEFAULT_EVERY
 from .dip import dip
 from .prior import check_task, initial_estimate
 from .red import make_denoiser, red
@@ -103,8 +104,9 @@ class _ADMM:
 
     def __init__(self, x0: torch.Tensor, f, sigma_f: float, lam: float, mu: float, interval: int,
                  solver: str, inner: int, step: float, pool: ThreadPoolExecutor | None,
-                 n_obs: float | None = None):
+                 n_obs: float | None = None, config: dict | None = None):
         self.x = x0.clone()
+        self.config = dict(config or {})  # what a checkpoint of this state must agree on
         self.n_obs = float(x0.numel() if n_obs is None else n_obs)
         self.u = torch.zeros_like(x0)
         self.f, self.sigma_f = f, sigma_f
@@ -157,6 +159,20 @@ class _ADMM:
         self.gap = float((self.x - out).square().mean().sqrt())
         return {"admm_gap": self.gap}
 
+    _STATE = ("x", "u", "fx", "calls", "f_seconds", "wait_seconds", "gap")
+
+    def state_dict(self) -> dict:
+        """x, u, the last f(x) and the counters, between rounds (``methods/checkpoint.py``)."""
+        if self.pending is not None:
+            raise RuntimeError("cannot checkpoint DeepRED while the denoiser is running")
+        return {"config": self.config, **{k: getattr(self, k) for k in self._STATE}}
+
+    def load_state_dict(self, saved: dict) -> None:
+        if saved["config"] != self.config:
+            raise ValueError(f"the checkpoint's DeepRED settings {saved['config']} differ from {self.config}")
+        for k in self._STATE:
+            setattr(self, k, saved[k])
+
     def record(self) -> dict:
         return {"admm": {"denoiser_calls": self.calls, "denoiser_seconds": self.f_seconds,
                          "denoiser_wait_seconds": self.wait_seconds, "final_gap": self.gap},
@@ -170,7 +186,8 @@ def deepred(y, operator, *, sigma=None, iters=None, callback=None, reference=Non
             device="auto", precision="auto", progress=False, preset=None, denoiser=None,
             sigma_f=None, lam=None, mu=None, interval=10, x_solver="fixed-point", inner=1,
             sd_step=None, concurrent=False, x_init="observation", lr=None, sigma_p=None, ema="preset",
-            stop="fixed", weights=None, **dip_params) -> Result:
+            stop="fixed", weights=None, checkpoint=None, checkpoint_every=DEFAULT_EVERY,
+            **dip_params) -> Result:
     """DeepRED restoration (Algorithm 1 of Mataev et al.) for any operator.
 
     Parameters
@@ -207,6 +224,8 @@ def deepred(y, operator, *, sigma=None, iters=None, callback=None, reference=Non
         edge-padded, … — when H ≠ I), a warm start by RED alone with its own defaults for the
         task (:data:`deepprior.methods.red.RED_PRESETS`; DeepRED's weak λ would let RED alone
         amplify the noise), or a given image.
+    checkpoint, checkpoint_every
+        Save and resume the fit, network and ADMM state alike (:func:`~deepprior.methods.dip.dip`).
     lr, sigma_p, ema, stop, **dip_params
         DIP loop settings (defaults: Table 1's LR and σ_noise, the DIP preset's EMA, a fixed
         number of iterations); anything else of :func:`~deepprior.methods.dip.dip`
@@ -260,7 +279,11 @@ def deepred(y, operator, *, sigma=None, iters=None, callback=None, reference=Non
             x0 = initial_estimate(op, y_n)
         with torch.no_grad():  # M: the entries of y that observe something (DIP's data-term mean)
             n_obs = float((op.forward(torch.ones_like(x0)) != 0).sum())
-        state = _ADMM(x0, f, sigma_to_unit(sf8), lam, mu, interval, x_solver, inner, step, pool, n_obs)
+        config = {"denoiser": f_name, "sigma_f": sf8, "lam": lam, "mu": mu, "interval": interval,
+                  "x_solver": x_solver, "inner": inner, "sd_step": step,
+                  "x_init": "image" if torch.is_tensor(x_init) else x_init}
+        state = _ADMM(x0, f, sigma_to_unit(sf8), lam, mu, interval, x_solver, inner, step, pool, n_obs,
+                      config)
         states.append(state)
         return state
 
@@ -269,7 +292,8 @@ def deepred(y, operator, *, sigma=None, iters=None, callback=None, reference=Non
                   callback=callback, reference=reference, seed=seed, device=device,
                   precision=precision, progress=progress, preset=pre.dip_preset,
                   lr=pre.lr if lr is None else lr, sigma_p=pre.sigma_p if sigma_p is None else sigma_p,
-                  ema=ema, stop=stop, coupling=coupling, **dip_params)
+                  ema=ema, stop=stop, coupling=coupling, checkpoint=checkpoint,
+                  checkpoint_every=checkpoint_every, **dip_params)
     finally:
         if pool is not None:
             pool.shutdown(wait=True)

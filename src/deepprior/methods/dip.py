@@ -38,6 +38,7 @@ References
 from __future__ import annotations
 
 import math
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from typing import Callable
 
@@ -48,6 +49,7 @@ from ..nets.hourglass import (Preset, build_net, center_crop, get_preset, padded
                               with_arch)
 from ..operators import TASKS, downsample_factor
 from .base import Progress, Result, _psnr_float, register, seed_everything
+from .checkpoint import DEFAULT_EVERY, FitCheckpoint, tensor_digest
 
 __all__ = ["dip", "DEFAULT_PRESET", "STOP_RULES", "WMV_WINDOW", "WMV_PATIENCE", "BLIND_BUDGET", "replay_wmv"]
 
@@ -269,14 +271,76 @@ class _RunState:
 # ----------------------------------------------------------------------------- one fit
 
 
+@dataclass
+class _Loop:
+    """The fitting loop's own variables: what a checkpoint stores besides the modules."""
+
+    lr: float
+    t: int = 0
+    ema: torch.Tensor | None = None
+    selected: torch.Tensor | None = None
+    selected_iter: int | None = None
+    accepted_loss: float | None = None
+    backtracks: int = 0
+    trace: list = field(default_factory=list)  # (iteration, PSNR, seconds) of the estimate
+
+
+_LOOP_SCALARS = ("lr", "t", "selected_iter", "accepted_loss", "backtracks")
+_WMV_FIELDS = ("buffer", "norms", "total", "count", "best_var", "best_iter", "wait", "detect_iter",
+               "last_var")
+
+
+def _to_device(obj, device):
+    if torch.is_tensor(obj):
+        return obj.to(device)
+    if isinstance(obj, dict):
+        return {k: _to_device(v, device) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(_to_device(v, device) for v in obj)
+    return obj
+
+
+def _fit_state(loop: _Loop, net, opt, ckpt, disc, wmv, gen, coupling, state: _RunState) -> dict:
+    """Everything :func:`_fit` needs to continue after iteration ``loop.t`` (checkpoint.py)."""
+    return {**{k: getattr(loop, k) for k in _LOOP_SCALARS},
+            "trace": [list(e) for e in loop.trace], "ema": loop.ema, "selected": loop.selected,
+            "current": state.current, "net": net.state_dict(), "opt": opt.state_dict(),
+            "backtrack": None if ckpt is None else {"keys": [list(k) for k in ckpt.keys], "saved": ckpt.saved},
+            "disc_iter": disc.iter, "wmv": {k: getattr(wmv, k) for k in _WMV_FIELDS},
+            "gen": gen.get_state(), "coupling": None if coupling is None else coupling.state_dict()}
+
+
+def _load_fit_state(saved: dict, loop: _Loop, net, opt, ckpt, disc, wmv, gen, coupling,
+                    state: _RunState, device) -> None:
+    saved = _to_device(saved, device)
+    for k in _LOOP_SCALARS:
+        setattr(loop, k, saved[k])
+    loop.trace = [tuple(e) for e in saved["trace"]]
+    loop.ema, loop.selected, state.current = saved["ema"], saved["selected"], saved["current"]
+    net.load_state_dict(saved["net"])
+    opt.load_state_dict(saved["opt"])
+    if ckpt is not None and saved["backtrack"] is not None:
+        ckpt.keys = [tuple(k) for k in saved["backtrack"]["keys"]]
+        ckpt.saved = list(saved["backtrack"]["saved"])
+    disc.iter = saved["disc_iter"]
+    for k in _WMV_FIELDS:
+        setattr(wmv, k, saved["wmv"][k])
+    gen.set_state(saved["gen"].cpu())
+    if coupling is not None:
+        coupling.load_state_dict(saved["coupling"])
+
+
 def _fit(net, z, y, operator, weights, n_obs, cfg: _Config, compute, gen, prog: Progress,
          t_offset: int, restart: int | None, reference, step_hook, state: _RunState,
-         out_hw: tuple[int, int], coupling=None) -> tuple[torch.Tensor, dict]:
+         out_hw: tuple[int, int], coupling=None, saver=None, resume: dict | None = None,
+         fit_id: tuple[int, int] = (0, 0)) -> tuple[torch.Tensor, dict]:
     """One DIP run (one restart); returns the selected estimate and its record.
 
     ``coupling`` (DeepRED's ADMM state, ``methods/deepred.py``) adds ``coupling.loss(x)`` to the
     data term, hears ``coupling.start(t)`` before each forward pass and ``coupling.update(t, x)``
-    after each accepted step; its ``record()`` joins this run's record.
+    after each accepted step; its ``record()`` joins this run's record, its ``state_dict()`` /
+    ``load_state_dict()`` the checkpoint. ``saver`` (a ``checkpoint.FitCheckpoint``) writes the
+    loop's state between iterations when due; ``resume`` is such a state to continue from.
     """
     h, w = out_hw
     params = list(net.parameters())
@@ -285,13 +349,20 @@ def _fit(net, z, y, operator, weights, n_obs, cfg: _Config, compute, gen, prog: 
     disc = _Discrepancy(cfg.sigma, cfg.tau)
     wmv = _WindowedVariance(cfg.wmv_window, cfg.wmv_patience)
     z = compute.prepare_input(z)
-    ema = None
-    selected, selected_iter = None, None
-    accepted_loss = None
-    backtracks, lr = 0, cfg.lr
-    trace: list[tuple[int, float, float]] = []
-    reason, t = "budget", 0
-    for t in range(1, cfg.iters + 1):
+    loop = _Loop(lr=cfg.lr)
+    if resume is not None:
+        _load_fit_state(resume, loop, net, opt, ckpt, disc, wmv, gen, coupling, state, z.device)
+
+    def save() -> None:
+        fit = _fit_state(loop, net, opt, ckpt, disc, wmv, gen, coupling, state)
+        saver.save(prog.history, prog.elapsed, {"image": fit_id[0], "restart": fit_id[1], **fit})
+
+    reason = "budget"
+    for t in range(loop.t + 1, cfg.iters + 1):
+        if saver is not None and saver.due():
+            save()  # the state after iteration t − 1
+            if saver.stop_requested:
+                raise KeyboardInterrupt  # a deferred Ctrl-C / SIGTERM, now that the state is saved
         if coupling is not None:
             coupling.start(t)
         zt = z if cfg.sigma_p <= 0 else compute.prepare_input(
@@ -311,21 +382,22 @@ def _fit(net, z, y, operator, weights, n_obs, cfg: _Config, compute, gen, prog: 
             loss = loss + coupling.loss(x)
             value, total_value = torch.stack((data_loss.detach(), loss.detach())).tolist()
         extra = {} if restart is None else {"restart": restart}
-        if ckpt is not None and accepted_loss is not None and not (
-                math.isfinite(total_value) and total_value <= cfg.backtrack_factor * accepted_loss):
+        if ckpt is not None and loop.accepted_loss is not None and not (
+                math.isfinite(total_value) and total_value <= cfg.backtrack_factor * loop.accepted_loss):
             ckpt.restore()
-            backtracks += 1
-            lr *= cfg.backtrack_lr_factor
+            loop.backtracks += 1
+            loop.lr *= cfg.backtrack_lr_factor
             for group in opt.param_groups:
-                group["lr"] = lr
-            estimate = ema if ema is not None else state.current
-            if prog.log(t_offset + t, estimate, value, backtracked=True, lr=lr, **extra):
+                group["lr"] = loop.lr
+            loop.t = t
+            estimate = loop.ema if loop.ema is not None else state.current
+            if prog.log(t_offset + t, estimate, value, backtracked=True, lr=loop.lr, **extra):
                 reason = "callback"
                 break
             continue
         if ckpt is not None:
             ckpt.save()
-            accepted_loss = total_value
+            loop.accepted_loss = total_value
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -338,8 +410,8 @@ def _fit(net, z, y, operator, weights, n_obs, cfg: _Config, compute, gen, prog: 
         if cfg.ema is None:
             estimate = x
         else:
-            ema = x.clone() if ema is None else ema.mul_(cfg.ema).add_(x, alpha=1 - cfg.ema)
-            estimate = ema
+            loop.ema = x.clone() if loop.ema is None else loop.ema.mul_(cfg.ema).add_(x, alpha=1 - cfg.ema)
+            estimate = loop.ema
         state.current = estimate
         if cfg.ema is not None and reference is not None:
             extra["psnr_raw"] = _psnr_float(x, reference)
@@ -349,12 +421,13 @@ def _fit(net, z, y, operator, weights, n_obs, cfg: _Config, compute, gen, prog: 
         if new_min:
             extra["wmv_min"] = True
             if cfg.stop == "wmv":
-                selected, selected_iter = estimate.clone(), t
+                loop.selected, loop.selected_iter = estimate.clone(), t
         if wmv.last_var is not None:
             extra["wmv_var"] = wmv.last_var
+        loop.t = t
         stop_cb = prog.log(t_offset + t, estimate, value, **extra)
         if "psnr" in prog.history[-1]:
-            trace.append((t, prog.history[-1]["psnr"], prog.history[-1]["seconds"]))
+            loop.trace.append((t, prog.history[-1]["psnr"], prog.history[-1]["seconds"]))
         if stop_cb:
             reason = "callback"
             break
@@ -364,24 +437,28 @@ def _fit(net, z, y, operator, weights, n_obs, cfg: _Config, compute, gen, prog: 
         if cfg.stop == "wmv" and wmv_hit:
             reason = "wmv"
             break
+    if saver is not None and reason == "callback":
+        save()  # a caller's stop: keep the state so a later call can continue
 
+    t = loop.t
     final = state.current if state.current is not None else torch.full_like(y[:, :1], 0.5)
-    if cfg.stop == "wmv" and selected is not None:
-        final = selected  # ES-WMV returns the iterate at the variance minimum (also at the cap)
+    selected_iter = loop.selected_iter
+    if cfg.stop == "wmv" and loop.selected is not None:
+        final = loop.selected  # ES-WMV returns the iterate at the variance minimum (also at the cap)
     else:
         selected_iter = t
     record = {"stop_rule": cfg.stop, "stop_reason": reason, "stop_iter": t,
-              "selected_iter": selected_iter, "backtracks": backtracks, "final_lr": lr,
+              "selected_iter": selected_iter, "backtracks": loop.backtracks, "final_lr": loop.lr,
               "discrepancy": {"threshold": disc.threshold, "iter": disc.iter},
               "wmv": {"window": wmv.window, "patience": wmv.patience, "best_iter": wmv.best_iter,
                       "best_var": None if wmv.best_iter is None else wmv.best_var,
                       "detect_iter": wmv.detect_iter}}
     if coupling is not None:
         record.update(coupling.record())
-    if trace:
-        record["psnr"] = _psnr_summary(trace, {"at_selected": selected_iter,
-                                               "at_discrepancy": disc.iter,
-                                               "at_wmv_min": wmv.best_iter})
+    if loop.trace:
+        record["psnr"] = _psnr_summary(loop.trace, {"at_selected": selected_iter,
+                                                    "at_discrepancy": disc.iter,
+                                                    "at_wmv_min": wmv.best_iter})
     return final, record
 
 
@@ -396,7 +473,7 @@ def dip(y, operator, *, sigma=None, iters=None, callback=None, reference=None, s
         wmv_patience=WMV_PATIENCE, backtrack=True, backtrack_factor=BACKTRACK_FACTOR,
         backtrack_lr_factor=0.5, arch=None, net=None, input=None, guide=None, fused=None,
         step_hook: Callable | None = None, return_net=False, coupling: Callable | None = None,
-        **params) -> Result:
+        checkpoint=None, checkpoint_every: float = DEFAULT_EVERY, **params) -> Result:
     """Deep Image Prior restoration for any operator (denoise, deblur, sr, inpaint, demosaic).
 
     Parameters
@@ -470,11 +547,18 @@ def dip(y, operator, *, sigma=None, iters=None, callback=None, reference=None, s
         tests).
     return_net : bool
         Put the last restart's network and input in ``extras['net']``, ``extras['z']``.
+    checkpoint : path-like, optional
+        Save the fit's state to this file every ``checkpoint_every`` seconds (and on Ctrl-C or
+        SIGTERM, deferred to the end of the iteration; after each restart), and continue from
+        it when it exists: a call with the same settings and observation resumes where the
+        earlier one stopped and gives the same result as one uninterrupted run
+        (:mod:`deepprior.methods.checkpoint`). Removed once the result is complete.
     coupling : callable, optional
         ``coupling(y_n, operator) -> term``, called once per fit: ``term.loss(x)`` is added
         to the data term, ``term.start(t)`` runs before and ``term.update(t, x) -> dict``
         after each accepted step (its dict joins the history entry), ``term.record()`` joins
-        the run record. DeepRED's ADMM (``methods/deepred.py``) is built on this.
+        the run record, ``term.state_dict()`` / ``term.load_state_dict(d)`` its checkpoint.
+        DeepRED's ADMM (``methods/deepred.py``) is built on this.
 
     Returns
     -------
@@ -581,13 +665,33 @@ def dip(y, operator, *, sigma=None, iters=None, callback=None, reference=None, s
     in_channels = {"noise": pre.input_channels, "meshgrid": 2}.get(
         in_kind, None if guide_t is None else guide_t.shape[1])
 
+    settings = {"method": "dip", "preset": pre.name, "preset_source": pre.source, "net": spec.to_dict(),
+                "input": in_kind, "input_channels": in_channels, "canvas": list(canvas),
+                "lr": lr, "sigma_p": sigma_p, "ema": ema, "restarts": restarts, "iters": budget,
+                "stop": rule, "stop_requested": stop, "sigma": sigma, "tau": float(tau),
+                "wmv_window": int(wmv_window), "wmv_patience": int(wmv_patience),
+                "backtrack": bool(backtrack), "backtrack_factor": float(backtrack_factor),
+                "backtrack_lr_factor": float(backtrack_lr_factor),
+                "optimizer": "adam (fused)" if fused else "adam (foreach)",
+                "loss": "mean squared residual over observed entries of y",
+                "seed": seed, **compute.to_dict()}
+    saver = None
+    if checkpoint is not None:
+        signature = {"settings": settings, "observation": tensor_digest(y), "x_shape": list(x_shape),
+                     "operator": type(operator).__name__, "coupled": coupling is not None,
+                     "guide": None if guide_t is None else tensor_digest(guide_t)}
+        saver = FitCheckpoint(checkpoint, signature, checkpoint_every)
+        saver.load()
+
     state = _RunState()
     runs: list[dict] = []
     images: list[torch.Tensor] = []
     last_net = last_z = None
     total = budget * restarts * y.shape[0]
     with Progress(total, reference=ref, callback=callback, show=progress,
-                  desc="dip" if coupling is None else "deepred") as prog:
+                  desc="dip" if coupling is None else "deepred") as prog, saver or nullcontext():
+        if saver is not None and saver.resumed_from is not None:
+            prog.restore(saver.history, saver.elapsed)
         offset = 0
         for n in range(y.shape[0]):
             y_n = y[n:n + 1]
@@ -596,6 +700,12 @@ def dip(y, operator, *, sigma=None, iters=None, callback=None, reference=None, s
             state.estimates = []
             for r in range(restarts):
                 seed_r = None if seed is None else int(seed) + r
+                finished = None if saver is None else saver.finished.get((n, r))
+                if finished is not None:  # done before the checkpoint was written
+                    runs.append(finished["record"])
+                    state.estimates.append(finished["estimate"].to(dev))
+                    offset = finished["offset"]
+                    continue
                 seed_everything(seed_r)  # the network's initial weights use the global RNG
                 gen = torch.Generator(device=dev)
                 gen.manual_seed(seed_r if seed_r is not None else torch.seed())
@@ -605,10 +715,14 @@ def dip(y, operator, *, sigma=None, iters=None, callback=None, reference=None, s
                 state.current = None
                 est, record = _fit(model, z, y_n, operator, weights, n_obs, cfg, compute, gen, prog,
                                    offset, r if restarts > 1 else None, ref_n, step_hook, state, (h, w),
-                                   None if coupling is None else coupling(y_n, operator))
+                                   None if coupling is None else coupling(y_n, operator), saver,
+                                   None if saver is None else saver.take_fit(n, r), (n, r))
                 offset = prog.history[-1]["iter"] if prog.history else offset
                 record.update(image=n, restart=r, seed=seed_r)
                 runs.append(record)
+                if saver is not None and record["stop_reason"] != "callback":
+                    saver.finish_run(n, r, record, est, offset)
+                    saver.save(prog.history, prog.elapsed, None)
                 state.estimates.append(est)
                 state.current = None
                 last_net, last_z = model, z
@@ -627,17 +741,13 @@ def dip(y, operator, *, sigma=None, iters=None, callback=None, reference=None, s
         images.append(images[-1].new_full(images[-1].shape, 0.5))
     image = torch.cat(images[:y.shape[0]]).clamp(0, 1)
 
-    settings = {"method": "dip", "preset": pre.name, "preset_source": pre.source, "net": spec.to_dict(),
-                "input": in_kind, "input_channels": in_channels, "canvas": list(canvas),
-                "lr": lr, "sigma_p": sigma_p, "ema": ema, "restarts": restarts, "iters": budget,
-                "stop": rule, "stop_requested": stop, "sigma": sigma, "tau": float(tau),
-                "wmv_window": int(wmv_window), "wmv_patience": int(wmv_patience),
-                "backtrack": bool(backtrack), "backtrack_factor": float(backtrack_factor),
-                "backtrack_lr_factor": float(backtrack_lr_factor),
-                "optimizer": "adam (fused)" if fused else "adam (foreach)",
-                "loss": "mean squared residual over observed entries of y",
-                "seed": seed, **compute.to_dict()}
     extras: dict = {"runs": runs}
+    if saver is not None:
+        complete = not prog.interrupted and all(r["stop_reason"] != "callback" for r in runs)
+        extras["checkpoint"] = {"path": str(saver.path), "resumed_from": saver.resumed_from,
+                                "kept": not complete}
+        if complete:
+            saver.remove()
     if runs:
         extras.update({k: runs[-1][k] for k in ("stop_iter", "stop_reason", "selected_iter")})
     if ref is not None and image.shape == ref.shape:
