@@ -185,6 +185,41 @@ class _Checkpoint:
         torch._foreach_copy_(tensors, self.saved)
 
 
+def _residual_weighting(operator, y_shape, observed: torch.Tensor, whiten: float | None):
+    """The data term's weighting of the residual r = A(x) − y, and its noise gain.
+
+    Returns ``(weigh, gain)``: ``weigh(r)`` multiplies r by the observation mask when some
+    entries of y are unobserved, or — ``whiten=ε`` with a ``Blur`` — filters it by
+    (HHᵀ + εI)^{-1/2} (Fourier-diagonal: exact for a circular blur, the circulant
+    approximation on y's grid otherwise), so DIP fits ‖(HHᵀ + εI)^{-1/2}(Hx − y)‖². Same
+    minimisers (a positive-definite weighting of the same residual), but plain gradients
+    resolve frequency f at a rate ∝ |H(f)|², which leaves the fine detail a blur attenuates to
+    the last of tens of thousands of iterations (DeepRED Table 1: 30000); whitening evens the
+    rates out. ``gain`` = E‖weigh(n)‖²/(Mσ²) for white noise n of std σ: the discrepancy
+    rule's threshold scales by it (1 without whitening).
+    """
+    if whiten is None:
+        if bool(observed.all()):
+            return None, 1.0
+        mask = observed.float()
+        return (lambda r: r * mask), 1.0
+    eps = float(whiten)
+    if not eps > 0:
+        raise ValueError(f"whiten must be a positive ε, got {whiten}")
+    if not hasattr(operator, "transfer_function"):
+        raise ValueError(f"whiten= is for blur operators (deblurring), not {type(operator).__name__}")
+    h, w = y_shape[-2:]
+    filt = (operator.transfer_function(h, w).abs().square() + eps).rsqrt().to(torch.float32)
+    # E‖F⁻¹[F n · filt]‖² / (Nσ²) = mean of filt² over the full (two-sided) frequency grid
+    full = torch.cat((filt, filt[..., 1:(w + 1) // 2].flip(-1)), dim=-1) if w > 1 else filt
+    gain = float(full.square().mean())
+
+    def weigh(r: torch.Tensor) -> torch.Tensor:
+        return torch.fft.irfft2(torch.fft.rfft2(r) * filt.to(r.device), s=(h, w))
+
+    return weigh, gain
+
+
 def _make_input(kind: str, channels: int, size: tuple[int, int], gen: torch.Generator, device,
                 guide: torch.Tensor | None) -> torch.Tensor:
     """The fixed network input z on the padded canvas (§4: noise U(0, 1/10) or meshgrid)."""
@@ -258,6 +293,7 @@ class _Config:
     backtrack_factor: float
     backtrack_lr_factor: float
     fused: bool
+    noise_gain: float = 1.0  # E‖weigh(n)‖²/(Mσ²) of the data term's residual weighting
 
 
 @dataclass
@@ -330,7 +366,7 @@ def _load_fit_state(saved: dict, loop: _Loop, net, opt, ckpt, disc, wmv, gen, co
         coupling.load_state_dict(saved["coupling"])
 
 
-def _fit(net, z, y, operator, weights, n_obs, cfg: _Config, compute, gen, prog: Progress,
+def _fit(net, z, y, operator, weigh, n_obs, cfg: _Config, compute, gen, prog: Progress,
          t_offset: int, restart: int | None, reference, step_hook, state: _RunState,
          out_hw: tuple[int, int], coupling=None, saver=None, resume: dict | None = None,
          fit_id: tuple[int, int] = (0, 0)) -> tuple[torch.Tensor, dict]:
@@ -346,7 +382,7 @@ def _fit(net, z, y, operator, weights, n_obs, cfg: _Config, compute, gen, prog: 
     params = list(net.parameters())
     opt = torch.optim.Adam(params, lr=cfg.lr, **({"fused": True} if cfg.fused else {"foreach": True}))
     ckpt = _Checkpoint(params, opt) if cfg.backtrack else None
-    disc = _Discrepancy(cfg.sigma, cfg.tau)
+    disc = _Discrepancy(cfg.sigma, cfg.tau * cfg.noise_gain)
     wmv = _WindowedVariance(cfg.wmv_window, cfg.wmv_patience)
     z = compute.prepare_input(z)
     loop = _Loop(lr=cfg.lr)
@@ -371,8 +407,8 @@ def _fit(net, z, y, operator, weights, n_obs, cfg: _Config, compute, gen, prog: 
             out = net(zt)
         x = center_crop(out, h, w).float().contiguous()
         r = operator.forward(x) - y
-        if weights is not None:
-            r = r * weights
+        if weigh is not None:
+            r = weigh(r)
         loss = r.square().sum() / n_obs
         if coupling is None:
             # the one host sync per step: backtracking and the stop rules need it
@@ -473,7 +509,8 @@ def dip(y, operator, *, sigma=None, iters=None, callback=None, reference=None, s
         wmv_patience=WMV_PATIENCE, backtrack=True, backtrack_factor=BACKTRACK_FACTOR,
         backtrack_lr_factor=0.5, arch=None, net=None, input=None, guide=None, fused=None,
         step_hook: Callable | None = None, return_net=False, coupling: Callable | None = None,
-        checkpoint=None, checkpoint_every: float = DEFAULT_EVERY, **params) -> Result:
+        whiten: float | None = None, checkpoint=None, checkpoint_every: float = DEFAULT_EVERY,
+        **params) -> Result:
     """Deep Image Prior restoration for any operator (denoise, deblur, sr, inpaint, demosaic).
 
     Parameters
@@ -513,6 +550,13 @@ def dip(y, operator, *, sigma=None, iters=None, callback=None, reference=None, s
         (σ None), 'discrepancy' when σ > 0, else 'fixed'.
     tau : float
         Discrepancy factor τ (1: the residual of the true image; see Notes).
+    whiten : float, optional
+        Deblurring only (ours, not in the paper): fit the whitened residual
+        ‖(HHᵀ + εI)^{-1/2}(Hx − y)‖² with ε = ``whiten`` instead of ‖Hx − y‖² — the same
+        minimisers, but the frequencies the blur attenuates are fitted as fast as the others
+        instead of at a rate ∝ |H|², so a deblurring fit needs several times fewer iterations
+        (measured in benchmarks/README.md). The discrepancy threshold follows the whitened
+        noise level. None: the paper's data term.
     wmv_window, wmv_patience : int
         ES-WMV window W and patience P (Wang et al.'s code: 100, 1000).
     backtrack : bool
@@ -647,10 +691,10 @@ def dip(y, operator, *, sigma=None, iters=None, callback=None, reference=None, s
     out_channels = x_shape[1]
     with torch.no_grad():
         observed = operator.forward(torch.ones((1, *x_shape[1:]), device=dev)) != 0
-    weights = None if bool(observed.all()) else observed.float()
-    n_obs = float(observed.sum()) if weights is not None else float(observed[0].numel())
+    n_obs = float(observed.sum())
     if n_obs == 0:
         raise ValueError("the operator observes no entry of y")
+    weigh, cfg.noise_gain = _residual_weighting(operator, y.shape, observed, whiten)
 
     canvas = padded_size(h, w, spec.multiple)  # z lives on the padded canvas; outputs are cropped
     guide_t = None
@@ -672,8 +716,10 @@ def dip(y, operator, *, sigma=None, iters=None, callback=None, reference=None, s
                 "wmv_window": int(wmv_window), "wmv_patience": int(wmv_patience),
                 "backtrack": bool(backtrack), "backtrack_factor": float(backtrack_factor),
                 "backtrack_lr_factor": float(backtrack_lr_factor),
+                "whiten": None if whiten is None else float(whiten),
                 "optimizer": "adam (fused)" if fused else "adam (foreach)",
-                "loss": "mean squared residual over observed entries of y",
+                "loss": "mean squared residual over observed entries of y" if whiten is None else
+                        "mean squared whitened residual (HH^T + eps I)^(-1/2) (Hx - y)",
                 "seed": seed, **compute.to_dict()}
     saver = None
     if checkpoint is not None:
@@ -713,7 +759,7 @@ def dip(y, operator, *, sigma=None, iters=None, callback=None, reference=None, s
                 z = _make_input(in_kind, in_channels, canvas, gen, dev,
                                 None if guide_t is None else guide_t[min(n, guide_t.shape[0] - 1):][:1])
                 state.current = None
-                est, record = _fit(model, z, y_n, operator, weights, n_obs, cfg, compute, gen, prog,
+                est, record = _fit(model, z, y_n, operator, weigh, n_obs, cfg, compute, gen, prog,
                                    offset, r if restarts > 1 else None, ref_n, step_hook, state, (h, w),
                                    None if coupling is None else coupling(y_n, operator), saver,
                                    None if saver is None else saver.take_fit(n, r), (n, r))
