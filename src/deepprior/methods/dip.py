@@ -293,7 +293,7 @@ class _Config:
     backtrack_factor: float
     backtrack_lr_factor: float
     fused: bool
-    noise_gain: float = 1.0  # E‖weigh(n)‖²/(Mσ²) of the data term's residual weighting
+    noise_gain: float  # E‖weigh(n)‖²/(Mσ²) of the data term's residual weighting
 
 
 @dataclass
@@ -680,10 +680,6 @@ def dip(y, operator, *, sigma=None, iters=None, callback=None, reference=None, s
         # Measured at 256² (default net, 1 thread): fused and foreach Adam within ±3 % of each
         # other (the optimiser is < 2 % of a step), and fused pays a one-off start-up cost.
         fused = False
-    cfg = _Config(iters=budget, lr=lr, sigma_p=sigma_p, ema=ema, stop=rule, sigma=sigma, tau=float(tau),
-                  wmv_window=int(wmv_window), wmv_patience=int(wmv_patience), backtrack=bool(backtrack),
-                  backtrack_factor=float(backtrack_factor),
-                  backtrack_lr_factor=float(backtrack_lr_factor), fused=bool(fused))
 
     x_shape = tuple(operator.input_shape(tuple(y.shape)))
     operator.validate_input_shape(x_shape)
@@ -694,7 +690,12 @@ def dip(y, operator, *, sigma=None, iters=None, callback=None, reference=None, s
     n_obs = float(observed.sum())
     if n_obs == 0:
         raise ValueError("the operator observes no entry of y")
-    weigh, cfg.noise_gain = _residual_weighting(operator, y.shape, observed, whiten)
+    weigh, noise_gain = _residual_weighting(operator, y.shape, observed, whiten)
+    cfg = _Config(iters=budget, lr=lr, sigma_p=sigma_p, ema=ema, stop=rule, sigma=sigma, tau=float(tau),
+                  wmv_window=int(wmv_window), wmv_patience=int(wmv_patience), backtrack=bool(backtrack),
+                  backtrack_factor=float(backtrack_factor),
+                  backtrack_lr_factor=float(backtrack_lr_factor), fused=bool(fused),
+                  noise_gain=noise_gain)
 
     canvas = padded_size(h, w, spec.multiple)  # z lives on the padded canvas; outputs are cropped
     guide_t = None
