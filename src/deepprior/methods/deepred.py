@@ -229,7 +229,8 @@ def deepred(y, operator, *, sigma=None, iters=None, callback=None, reference=Non
     lr, sigma_p, ema, stop, **dip_params
         DIP loop settings (defaults: Table 1's LR and σ_noise, the DIP preset's EMA, a fixed
         number of iterations); anything else of :func:`~deepprior.methods.dip.dip`
-        (``restarts``, ``arch``, ``backtrack`` …).
+        (``restarts``, ``arch``, ``backtrack``, ``whiten`` — the whitened data term for
+        deblurring, which replaces ½‖H T_Θ(z) − y‖² in eq. (7) …).
 
     Returns
     -------
