@@ -119,3 +119,23 @@ def test_deepred_resumed_fit_equals_uninterrupted(rgb, tmp_path):
     second = deepred(y, op, checkpoint=path, **base)
     assert torch.equal(second.image, full.image) and torch.equal(second.extras["x"], full.extras["x"])
     assert second.extras["runs"][-1]["admm"]["denoiser_calls"] == full.extras["runs"][-1]["admm"]["denoiser_calls"]
+
+
+def test_periodic_saves_survive_a_hard_stop(gray, tmp_path):
+    """A stop the loop does not see coming (an exception mid-iteration, as a killed process):
+    the last periodic save (every iteration here) is where the next call resumes, exactly."""
+    y = noisy(gray[..., :24, :24], 0.1)
+    base = dict(iters=10, net=TINY_HOURGLASS, seed=2, stop="fixed", precision="fp32")
+    full = dip(y, Identity(), **base)
+    path = tmp_path / "fit.pt"
+
+    def crash_at_7(t, x, info):
+        if t == 7:
+            raise RuntimeError("killed")
+        return False
+
+    with pytest.raises(RuntimeError, match="killed"):
+        dip(y, Identity(), checkpoint=path, checkpoint_every=0, callback=crash_at_7, **base)
+    second = dip(y, Identity(), checkpoint=path, **base)
+    assert second.extras["checkpoint"]["resumed_from"]["iter"] == 6
+    assert torch.equal(second.image, full.image) and not path.exists()
