@@ -452,6 +452,10 @@ def test_a_dip_case_stopped_mid_fit_resumes_from_its_fit_checkpoint(images, tmp_
     out = tmp_path / "run.json"
     stopped = run_protocol("dip-denoise-cbm3d9", checkpoint=out, **common)
     assert stopped["summary"]["interrupted"] and stopped["results"][0]["interrupted"]
+    # the stopped case keeps its row but enters no mean
+    assert stopped["summary"]["n"] == 0 and stopped["summary"]["interrupted_cases"] == 1
+    from deepprior.bench.report import render_report
+    assert "No case completed" in render_report(stopped) and "stopped mid-fit" in render_report(stopped)
     saved = sorted(p.name for p in fit_checkpoint_dir(out).iterdir())
     assert len(saved) == 2 and any(n.endswith(".snapshots.pt") for n in saved)
     monkeypatch.setattr(base.Progress, "log", real_log)

@@ -373,6 +373,9 @@ def _cmd_bench(args) -> int:
     if args.report:
         write_report(res, args.report, image_dir=image_dir)
     s = res["summary"]
+    if not s["n"]:
+        print(f"{args.protocol} / {res['method']}: no case completed → {out}")
+        return 0
     print(f"{args.protocol} / {res['method']}: mean PSNR {s['mean_psnr']:.2f} dB, SSIM {s['mean_ssim']:.4f}, "
           f"{s['mean_seconds']:.2f} s/image over {s['n']} cases → {out}")
     return 0

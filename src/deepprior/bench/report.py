@@ -94,9 +94,11 @@ def render_report(result_json: dict, image_lines: list[str] | None = None) -> st
     if description:
         lines += [description.strip(), ""]
     s = summary
-    lines += [f"**Mean over {s['n']} cases: PSNR {s['mean_psnr']:.2f} dB, SSIM {s['mean_ssim']:.4f}, "
-              f"{s['mean_seconds']:.2f} s per case.**" + (" *(interrupted)*" if s.get("interrupted") else ""),
-              ""]
+    stopped = s.get("interrupted_cases")
+    mean = (f"**Mean over {s['n']} cases: PSNR {s['mean_psnr']:.2f} dB, SSIM {s['mean_ssim']:.4f}, "
+            f"{s['mean_seconds']:.2f} s per case.**" if s["n"] else "**No case completed.**")
+    lines += [mean + (" *(interrupted)*" if s.get("interrupted") else "")
+              + (f" ({stopped} case(s) stopped mid-fit, not in the means)" if stopped else ""), ""]
 
     lines += ["## Settings", ""]
     lines += _table(["setting", "value"],
@@ -116,21 +118,25 @@ def render_report(result_json: dict, image_lines: list[str] | None = None) -> st
         if key is not None:
             label = f"sigma={float(v):g}" if key == "sigma" else f"{key}={v}"
             lines += [f"### {label}", ""]
-        body = [[_cell(r["image"]), _cell(r.get("kernel")), _cell(r.get("sigma")), _cell(r.get("scale")),
+        body = [[_cell(r["image"]) + (" (stopped mid-fit)" if r.get("interrupted") else ""),
+                 _cell(r.get("kernel")), _cell(r.get("sigma")), _cell(r.get("scale")),
                  f"{r['psnr']:.2f}", f"{r['ssim']:.4f}", f"{r['seconds']:.2f}", _cell(r.get("iters"))]
                 for r in rows]
-        body.append(["**mean**", "", "", "", f"**{np.mean([r['psnr'] for r in rows]):.2f}**",
-                     f"**{np.mean([r['ssim'] for r in rows]):.4f}**",
-                     f"**{np.mean([r['seconds'] for r in rows]):.2f}**", ""])
+        complete = [r for r in rows if not r.get("interrupted")]
+        if complete:
+            body.append(["**mean**", "", "", "", f"**{np.mean([r['psnr'] for r in complete]):.2f}**",
+                         f"**{np.mean([r['ssim'] for r in complete]):.4f}**",
+                         f"**{np.mean([r['seconds'] for r in complete]):.2f}**", ""])
         lines += _table(header, body) + [""]
 
-    lines += ["## Summary", ""]
-    groups = [("all", {k: s[k] for k in ("mean_psnr", "mean_ssim", "mean_seconds", "n")})]
-    groups += list(s.get("groups", {}).items())
-    lines += _table(["group", "n", "mean PSNR (dB)", "mean SSIM", "mean seconds"],
-                    [[g, str(m["n"]), f"{m['mean_psnr']:.2f}", f"{m['mean_ssim']:.4f}",
-                      f"{m['mean_seconds']:.2f}"] for g, m in groups])
-    lines.append("")
+    if s["n"]:
+        lines += ["## Summary", ""]
+        groups = [("all", {k: s[k] for k in ("mean_psnr", "mean_ssim", "mean_seconds", "n")})]
+        groups += list(s.get("groups", {}).items())
+        lines += _table(["group", "n", "mean PSNR (dB)", "mean SSIM", "mean seconds"],
+                        [[g, str(m["n"]), f"{m['mean_psnr']:.2f}", f"{m['mean_ssim']:.4f}",
+                          f"{m['mean_seconds']:.2f}"] for g, m in groups])
+        lines.append("")
     if image_lines:
         lines += ["## Images", "", f"Central {CROP_SIZE}×{CROP_SIZE} crops: clean | degraded | restored.", ""]
         lines += image_lines

@@ -330,11 +330,15 @@ def run_protocol(name: str, method: str | None = None, data_root=None, images=No
     def assemble(partial: bool) -> dict:
         # what the method says its network ran with; methods without a network compute in fp32/fp64
         env["precision"] = method_precision if method_precision is not None else "fp32"
-        summary = summarize(results)
-        extra = _summarize_extra(results)
+        # a case stopped mid-fit keeps its row (its trace so far) but enters no mean
+        complete = [r for r in results if not r.get("interrupted")]
+        summary = summarize(complete) if complete else {"n": 0}
+        if len(complete) < len(results):
+            summary["interrupted_cases"] = len(results) - len(complete)
+        extra = _summarize_extra(complete)
         if extra:
             summary["extra"] = extra
-        trace = _summarize_trace(results)
+        trace = _summarize_trace(complete)
         if trace:
             summary["trace"] = trace
         if interrupted:
