@@ -33,6 +33,7 @@ def test_registered_and_table1_presets():
             p["denoise"].lam, p["denoise"].mu, p["denoise"].iters) == (0.033, 0.008, "nlm", 3.0, 0.5, 0.5, 6000)
     assert (p["sr4"].lam, p["sr4"].mu, p["sr4"].denoiser, p["sr4"].iters, p["sr8"].iters) == (0.05, 0.06, "bm3d", 2000, 4000)
     assert (p["deblur"].lr, p["deblur"].lam, p["deblur"].mu, p["deblur"].iters) == (0.004, 0.02, 0.04, 30000)
+    assert {pre.ema for pre in p.values()} == {0.99}
 
 
 @pytest.mark.parametrize("solver", ["fixed-point", "sd"])
@@ -105,6 +106,7 @@ def test_every_task_runs(case, rgb):
     res = deepred(op.forward(rgb), op, iters=3, denoiser="tv", net=TINY, seed=0)
     assert res.image.shape == rgb.shape and torch.isfinite(res.image).all()
     assert res.settings["deepred_preset"] == case
+    assert res.settings["ema"] == 0.99  # §3.2: DIP's output smoothing in every DeepRED test
     assert res.extras["x"].shape == rgb.shape
 
 
