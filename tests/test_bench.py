@@ -454,6 +454,7 @@ def test_a_dip_case_stopped_mid_fit_resumes_from_its_fit_checkpoint(images, tmp_
     assert stopped["summary"]["interrupted"] and stopped["results"][0]["interrupted"]
     # the stopped case keeps its row but enters no mean
     assert stopped["summary"]["n"] == 0 and stopped["summary"]["interrupted_cases"] == 1
+    assert stopped["summary"]["partial"] is True  # its only case has no result yet
     from deepprior.bench.report import render_report
     assert "No case completed" in render_report(stopped) and "stopped mid-fit" in render_report(stopped)
     saved = sorted(p.name for p in fit_checkpoint_dir(out).iterdir())

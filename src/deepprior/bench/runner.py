@@ -327,6 +327,9 @@ def run_protocol(name: str, method: str | None = None, data_root=None, images=No
         print(f"resuming from {checkpoint}: {len(results)} of {total} cases already done", flush=True)
     interrupted = False
 
+    def finished() -> int:  # cases with a result (not stopped mid-fit)
+        return sum(not r.get("interrupted") for r in results)
+
     def assemble(partial: bool) -> dict:
         # what the method says its network ran with; methods without a network compute in fp32/fp64
         env["precision"] = method_precision if method_precision is not None else "fp32"
@@ -418,7 +421,7 @@ def run_protocol(name: str, method: str | None = None, data_root=None, images=No
                 if res.interrupted:
                     raise KeyboardInterrupt
                 if checkpoint is not None:
-                    write_json_atomic(checkpoint, assemble(partial=len(results) < total))
+                    write_json_atomic(checkpoint, assemble(partial=finished() < total))
                     if keep is not None and not res.interrupted:
                         keep.unlink(missing_ok=True)
                         if not any(keep.parent.iterdir()):
@@ -428,9 +431,9 @@ def run_protocol(name: str, method: str | None = None, data_root=None, images=No
             raise
         interrupted = True
         if progress:
-            print(f"interrupted: {len(results)} of {total} cases done", flush=True)
+            print(f"interrupted: {finished()} of {total} cases done", flush=True)
 
-    return assemble(partial=len(results) < total)
+    return assemble(partial=finished() < total)
 
 
 # settings that must agree for a checkpoint's rows to be reused
