@@ -90,8 +90,8 @@ DEEPRED_PRESETS = {p.name: p for p in (
     DeepREDPreset("deblur", "deblur", 0.01, 0.004, "nlm", 3.0, 0.02, 0.04, 30000, "Table 1, deblurring"),
     # ours: Table 1's deblurring row at ≈ 1/10 of its iterations — the whitened data term fits
     # the detail the blur attenuates as fast as the rest, then overfits the noise after ≈ 3000
-    # iterations, so the discrepancy rule stops it when σ is known (at 2700–3200 on Table 4's
-    # images; 4000 is the cap; benchmarks/README.md)
+    # iterations, so the discrepancy rule stops it when σ is known (Table 4's images: at 2700–3400
+    # for the uniform blur, 3200–4000 for the gentler Gaussian one; 4000 is the cap; benchmarks/README.md)
     DeepREDPreset("deblur-cpu", "deblur", 0.01, 0.004, "nlm", 3.0, 0.02, 0.04, 4000,
                   "Table 1, deblurring, whitened data term (eps 0.03) and discrepancy stop (ours)",
                   whiten=0.03, stop="auto"),
@@ -215,7 +215,7 @@ def deepred(y, operator, *, sigma=None, iters=None, callback=None, reference=Non
         A row of :data:`DEEPRED_PRESETS` (Table 1): 'denoise', 'sr4', 'sr8', 'deblur' (and
         'inpaint', 'demosaic', ours). Default per task ('sr8' for factors ≥ 8). 'deblur-cpu'
         (ours): the deblurring row with the whitened data term (ε = 0.03), stopped by the
-        discrepancy rule when σ is given (2700–3200 iterations on Table 4's images, against
+        discrepancy rule when σ is given (2700–4000 iterations on Table 4's images, against
         Table 1's 30000), 4000 at most; without σ give ``iters`` (the fit overfits after
         ≈ 3000).
     denoiser : str or callable, optional
