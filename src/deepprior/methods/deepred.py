@@ -91,7 +91,7 @@ DEEPRED_PRESETS = {p.name: p for p in (
     # ours: Table 1's deblurring row at ≈ 1/10 of its iterations — the whitened data term fits
     # the detail the blur attenuates as fast as the rest, then overfits the noise after ≈ 3000
     # iterations, so the discrepancy rule stops it when σ is known (Table 4's images: at 2700–3400
-    # for the uniform blur, 3200–4000 for the gentler Gaussian one; 4000 is the cap; benchmarks/README.md)
+    # for the uniform blur, 3150–4000 for the gentler Gaussian one; 4000 is the cap; benchmarks/README.md)
     DeepREDPreset("deblur-cpu", "deblur", 0.01, 0.004, "nlm", 3.0, 0.02, 0.04, 4000,
                   "Table 1, deblurring, whitened data term (eps 0.03) and discrepancy stop (ours)",
                   whiten=0.03, stop="auto"),
@@ -217,7 +217,7 @@ def deepred(y, operator, *, sigma=None, iters=None, callback=None, reference=Non
         (ours): the deblurring row with the whitened data term (ε = 0.03), stopped by the
         discrepancy rule when σ is given (2700–4000 iterations on Table 4's images, against
         Table 1's 30000), 4000 at most; without σ give ``iters`` (the fit overfits after
-        ≈ 3000).
+        ≈ 3000 on colour images, ≈ 1500 on gray ones).
     denoiser : str or callable, optional
         f of RED: 'nlm' (scikit-image, the paper's for denoising/deblurring), 'bm3d' (the
         ``bm3d`` package, the paper's for SR), 'dae' (our DAE — the paper's "future work
