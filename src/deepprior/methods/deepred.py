@@ -217,7 +217,9 @@ def deepred(y, operator, *, sigma=None, iters=None, callback=None, reference=Non
         (ours): the deblurring row with the whitened data term (ε = 0.03), stopped by the
         discrepancy rule when σ is given (2700–4000 iterations on Table 4's images, against
         Table 1's 30000), 4000 at most; without σ give ``iters`` (the fit overfits after
-        ≈ 3000 on colour images, ≈ 1500 on gray ones).
+        ≈ 3000 on colour images, ≈ 1500 on gray ones). On gray images and the Gaussian blur
+        pass ``lam=0.3, mu=0.6``: the stronger RED term removes the gray overfitting (Set5 bird
+        +1.1 dB) and gains 0.67 dB on colour butterfly (benchmarks/README.md).
     denoiser : str or callable, optional
         f of RED: 'nlm' (scikit-image, the paper's for denoising/deblurring), 'bm3d' (the
         ``bm3d`` package, the paper's for SR), 'dae' (our DAE — the paper's "future work
