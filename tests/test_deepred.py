@@ -116,7 +116,8 @@ def test_deblur_cpu_preset_is_the_whitened_schedule_with_the_discrepancy_stop(rg
     kw = dict(iters=4, denoiser="tv", interval=2, net=TINY, seed=0)
     cpu = deepred(y, op, sigma=2 / 255, preset="deblur-cpu", **kw)
     assert (cpu.settings["whiten"], cpu.settings["stop"], cpu.settings["ema"]) == (0.03, "discrepancy", 0.99)
-    spelled = deepred(y, op, sigma=2 / 255, preset="deblur", whiten=0.03, stop="discrepancy", **kw)
+    assert (cpu.settings["lam"], cpu.settings["mu"]) == (0.3, 0.6)  # Table 1's λ, μ × 15
+    spelled = deepred(y, op, sigma=2 / 255, preset="deblur", whiten=0.03, stop="discrepancy", lam=0.3, mu=0.6, **kw)
     torch.testing.assert_close(cpu.image, spelled.image, rtol=0, atol=0)
     blind = deepred(y, op, preset="deblur-cpu", **kw)  # no σ: the iteration budget decides
     assert blind.settings["stop"] == "fixed" and blind.settings["iters"] == 4
