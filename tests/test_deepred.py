@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from deepprior.methods import get_method
-from deepprior.methods.deepred import DEEPRED_PRESETS, _ADMM, deepred
+from deepprior.methods.deepred import DEEPRED_PRESETS, _ADMM, _proximity_divisor, deepred
 from deepprior.operators import Blur, Downsample, Identity, Mask, Mosaic
 from helpers import TINY_HOURGLASS as TINY, noisy, psnr
 
@@ -57,6 +57,22 @@ def test_x_and_u_updates_are_eq11_eq12_and_the_multiplier_rule(solver):
     torch.testing.assert_close(admm.loss(out), mu * (out - (x1 - admm.u)).square().sum() / x0.numel())
     admm16 = _ADMM(x0, f, 3 / 255, lam, mu, 1, solver, 1, c, None, n_obs=x0.numel() / 16)  # SR ×4
     torch.testing.assert_close(admm16.loss(out), 16 * mu * (out - x0).square().mean())
+
+
+def test_proximity_mean_divides_by_observations_or_pixels(rgb):
+    x0 = rgb[..., :32, :32]
+    sr4, mask = Downsample(4), Mask(((torch.arange(32 * 32).reshape(32, 32) % 4) != 0).float())
+    n = x0.numel()
+    assert _proximity_divisor(sr4, x0, "observations") == n / 16      # eq. (7) × 2/M
+    assert _proximity_divisor(sr4, x0, "pixels") == n                 # the authors' per-pixel mean
+    assert _proximity_divisor(mask, x0, "observations") == 3 * n / 4
+    assert _proximity_divisor(Identity(), x0, "observations") == _proximity_divisor(Identity(), x0, "pixels")
+    y = sr4.forward(x0)
+    kw = dict(iters=3, denoiser="tv", net=TINY, seed=0, precision="fp32")
+    a, b = deepred(y, sr4, proximity_mean="observations", **kw), deepred(y, sr4, **kw)
+    assert b.settings["proximity_mean"] == "pixels" and not torch.equal(a.image, b.image)  # the default
+    with pytest.raises(ValueError, match="proximity_mean"):
+        deepred(y, sr4, proximity_mean="mean", **kw)
 
 
 def test_denoiser_runs_every_interval_rounds_on_the_previous_x(gray):
