@@ -53,9 +53,9 @@ def test_x_and_u_updates_are_eq11_eq12_and_the_multiplier_rule(solver):
         x1 = x0 - c * (lam * (x0 - fx) + mu * (x0 - out - 0.1))
     torch.testing.assert_close(admm.x, x1)
     torch.testing.assert_close(admm.u, 0.1 - x1 + out)   # u ← u − x + T
-    # eq. (7)'s penalty, divided by the number of observed entries M like DIP's data term
+    # eq. (7)'s penalty divided by N (default) or by the divisor given (M = N/16 on SR ×4)
     torch.testing.assert_close(admm.loss(out), mu * (out - (x1 - admm.u)).square().sum() / x0.numel())
-    admm16 = _ADMM(x0, f, 3 / 255, lam, mu, 1, solver, 1, c, None, n_obs=x0.numel() / 16)  # SR ×4
+    admm16 = _ADMM(x0, f, 3 / 255, lam, mu, 1, solver, 1, c, None, divisor=x0.numel() / 16)  # SR ×4
     torch.testing.assert_close(admm16.loss(out), 16 * mu * (out - x0).square().mean())
 
 

@@ -137,10 +137,10 @@ class _ADMM:
 
     def __init__(self, x0: torch.Tensor, f, sigma_f: float, lam: float, mu: float, interval: int,
                  solver: str, inner: int, step: float, pool: ThreadPoolExecutor | None,
-                 n_obs: float | None = None, config: dict | None = None):
+                 divisor: float | None = None, config: dict | None = None):
         self.x = x0.clone()
         self.config = dict(config or {})  # what a checkpoint of this state must agree on
-        self.n_obs = float(x0.numel() if n_obs is None else n_obs)
+        self.divisor = float(x0.numel() if divisor is None else divisor)
         self.u = torch.zeros_like(x0)
         self.f, self.sigma_f = f, sigma_f
         self.lam, self.mu = lam, mu
@@ -170,8 +170,8 @@ class _ADMM:
             self.f_seconds += sec
 
     def loss(self, out: torch.Tensor) -> torch.Tensor:
-        """μ/2‖x − T − u‖² of eq. (7), × 2/``n_obs`` (M or N, see the module docstring)."""
-        return self.mu * (out - (self.x - self.u)).square().sum() / self.n_obs
+        """μ/2‖x − T − u‖² of eq. (7), × 2/``divisor`` (N or M, see the module docstring)."""
+        return self.mu * (out - (self.x - self.u)).square().sum() / self.divisor
 
     def update(self, t: int, out: torch.Tensor) -> dict:
         """x (eq. 11 or 12, J = ``inner`` steps) and u after round t's network step."""
@@ -218,8 +218,9 @@ class _ADMM:
 def deepred(y, operator, *, sigma=None, iters=None, callback=None, reference=None, seed=0,
             device="auto", precision="auto", progress=False, preset=None, denoiser=None,
             sigma_f=None, lam=None, mu=None, interval=10, x_solver="fixed-point", inner=1,
-            sd_step=None, concurrent=False, x_init="observation", proximity_mean="pixels", lr=None, sigma_p=None, ema="preset",
-            stop="preset", whiten="preset", weights=None, checkpoint=None, checkpoint_every=DEFAULT_EVERY,
+            sd_step=None, concurrent=False, x_init="observation", proximity_mean="pixels", lr=None,
+            sigma_p=None, ema="preset", stop="preset", whiten="preset", weights=None, checkpoint=None,
+            checkpoint_every=DEFAULT_EVERY,
             **dip_params) -> Result:
     """DeepRED restoration (Algorithm 1 of Mataev et al.) for any operator.
 
@@ -325,14 +326,14 @@ def deepred(y, operator, *, sigma=None, iters=None, callback=None, reference=Non
             red_seconds += time.perf_counter() - t0
         else:  # Algorithm 1: x₀ = y (its x-space version for H ≠ I)
             x0 = initial_estimate(op, y_n)
-        n_obs = _proximity_divisor(op, x0, proximity_mean)
+        divisor = _proximity_divisor(op, x0, proximity_mean)
         subsampled = _proximity_divisor(op, x0, "observations") != x0.numel()
         config = {"denoiser": f_name, "sigma_f": sf8, "lam": lam, "mu": mu, "interval": interval,
                   "x_solver": x_solver, "inner": inner, "sd_step": step,
                   "x_init": "image" if torch.is_tensor(x_init) else x_init}
         if subsampled:  # only where it matters: older denoising/deblurring checkpoints still resume
             config["proximity_mean"] = proximity_mean
-        state = _ADMM(x0, f, sigma_to_unit(sf8), lam, mu, interval, x_solver, inner, step, pool, n_obs,
+        state = _ADMM(x0, f, sigma_to_unit(sf8), lam, mu, interval, x_solver, inner, step, pool, divisor,
                       config)
         states.append(state)
         return state
