@@ -37,7 +37,7 @@ def nearest_fill(y_sparse, known):
 
 def test_registry_lists_every_method_with_its_tasks():
     load_all()
-    expected = {"bicubic": ("sr",), "wiener": ("deblur",), "bilinear": ("demosaic",),
+    expected = {"observation": ("denoise", "deblur"), "bicubic": ("sr",), "wiener": ("deblur",), "bilinear": ("demosaic",),
                 "biharmonic": ("inpaint",), "tv": ("denoise", "deblur", "sr", "inpaint", "demosaic")}
     for name, tasks in expected.items():
         assert METHODS[name].tasks == tasks
@@ -106,6 +106,18 @@ def test_tv_improves_on_the_operators_initial_estimate(rgb, task):
     assert res.image.shape == rgb.shape
     assert res.settings["lam"] > 0
     assert psnr(res.image, rgb) > psnr(op.initial_estimate(y), rgb) + 0.5
+
+
+@pytest.mark.parametrize("boundary", ["circular", "valid"])
+def test_observation_returns_the_degraded_image(rgb, boundary):
+    op = Blur(gaussian_kernel(), boundary)
+    y = noisy(op.forward(rgb), 0.05)
+    res = classic.observation(y, op, reference=rgb)
+    assert res.image.shape == rgb.shape
+    torch.testing.assert_close(res.image, op.initial_estimate(y).clamp(0, 1))
+    assert res.history[0]["psnr"] == pytest.approx(psnr(res.image, rgb), abs=1e-3)
+    with pytest.raises(ValueError, match="observation"):
+        classic.observation(y[..., ::2, ::2], Downsample(2, "bicubic"))
 
 
 def test_bicubic_beats_nearest(rgb):

@@ -1,4 +1,5 @@
-"""Classical (non-learned) restoration baselines: bicubic, Wiener, TV, bilinear, biharmonic.
+"""Classical (non-learned) restoration baselines: the observation itself, bicubic, Wiener, TV,
+bilinear, biharmonic.
 
 They serve as the reference points every deep prior is compared against, and as cheap
 initialisations. Each follows the method contract of :mod:`deepprior.methods.base`:
@@ -126,6 +127,41 @@ def _ignored(params: dict) -> dict:
 
 def _ref(reference, dev):
     return None if reference is None else torch.as_tensor(reference, dtype=torch.float32).to(dev)
+
+
+# ----------------------------------------------------------------------------- observation
+
+
+@register("observation", ("denoise", "deblur"),
+          "the observation itself, no restoration (the papers' 'Noisy' / 'Blurred' rows)")
+def observation(y, operator, *, sigma=None, iters=None, callback=None, reference=None, seed=0,
+                device="auto", precision="auto", progress=False, **params) -> Result:
+    """The degraded image returned as the estimate: the baseline row ('Blurred' in DeepRED's
+    Tables 4–5, 'Noisy' in denoising tables) every restoration is measured against, and a
+    check that a protocol degrades its images as the paper did.
+
+    Parameters
+    ----------
+    y : torch.Tensor
+        Observation, N×C×H×W float32.
+    operator : Operator
+        Identity (denoising) or ``Blur``; a 'valid' blur's smaller observation is brought to the
+        image's size by ``operator.initial_estimate`` (edge replication).
+    sigma, iters, seed, precision
+        Accepted for the common signature; unused.
+
+    Returns
+    -------
+    Result
+        ``operator.initial_estimate(y)`` clamped to [0, 1].
+    """
+    _check_task("observation", operator, ("denoise", "deblur"))
+    out_device = torch.as_tensor(y).device
+    y, operator, dev = _setup(y, operator, device)
+    x = operator.initial_estimate(y).clamp(0, 1)
+    return _one_shot("observation", x, {"device": str(dev), **_ignored(params)},
+                     out_device=out_device, reference=_ref(reference, dev), callback=callback,
+                     progress=progress)
 
 
 # ----------------------------------------------------------------------------- bicubic
