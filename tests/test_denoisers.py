@@ -29,6 +29,25 @@ def test_denoiser_errors():
     assert set(DENOISERS) == {"dae", "nlm", "bm3d", "tv"}
 
 
+def test_nlm_options_strength_and_per_channel(astronaut_crop):
+    """h_factor sets the filtering strength; per_channel=True equals NLM of each channel alone
+    (as a gray image) and differs from the joint colour-patch weights; bad options fail clearly."""
+    x = astronaut_crop[..., :32, :32]
+    y = x + 20 / 255 * torch.randn(x.shape, generator=torch.Generator().manual_seed(2))
+    s = 20 / 255
+    weak, strong = get_denoiser("nlm", h_factor=0.3)(y, s), get_denoiser("nlm", h_factor=1.2)(y, s)
+    assert (weak - y).abs().mean() < (strong - y).abs().mean()
+    per = get_denoiser("nlm", per_channel=True)(y, s)
+    gray_nlm = get_denoiser("nlm")
+    expected = torch.cat([gray_nlm(y[:, c:c + 1], s) for c in range(3)], dim=1)
+    torch.testing.assert_close(per, expected)
+    assert not torch.allclose(per, gray_nlm(y, s), atol=1e-3)
+    with pytest.raises(ValueError, match="no option"):
+        get_denoiser("nlm", h=0.6)
+    with pytest.raises(ValueError, match="h_factor"):
+        get_denoiser("nlm", h_factor=0)
+
+
 def test_denoise_method_estimates_sigma_when_blind(camera_crop):
     y = camera_crop + 15 / 255 * torch.randn(camera_crop.shape, generator=torch.Generator().manual_seed(1))
     res = get_method("bm3d").run(y, Identity())

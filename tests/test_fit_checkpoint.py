@@ -116,6 +116,8 @@ def test_deepred_resumed_fit_equals_uninterrupted(rgb, tmp_path):
     deepred(y, op, checkpoint=path, callback=_stop_at(5), **base)
     with pytest.raises(ValueError, match="DeepRED settings"):
         deepred(y, op, checkpoint=path, **{**base, "lam": 0.5})
+    with pytest.raises(ValueError, match="DeepRED settings"):
+        deepred(y, op, checkpoint=path, **{**base, "denoiser_options": {"weight_factor": 2.0}})
     second = deepred(y, op, checkpoint=path, **base)
     assert torch.equal(second.image, full.image) and torch.equal(second.extras["x"], full.extras["x"])
     assert second.extras["runs"][-1]["admm"]["denoiser_calls"] == full.extras["runs"][-1]["admm"]["denoiser_calls"]

@@ -135,6 +135,22 @@ def test_clear_errors(gray):
         red(gray, Identity(), sigma_f=300)
     with pytest.raises(ValueError, match="weights= is for the 'dae' denoiser"):
         red(gray, Identity(), sigma=0.1, denoiser="nlm", weights="dae.safetensors")
+    with pytest.raises(ValueError, match="no option"):
+        red(gray, Identity(), sigma=0.1, denoiser="tv", denoiser_options={"h_factor": 0.6})
+    with pytest.raises(ValueError, match="callable"):
+        red(gray, Identity(), sigma=0.1, denoiser=linear_smoother, denoiser_options={"a": 1})
+
+
+def test_denoiser_options_reach_the_denoiser(gray):
+    """denoiser_options are the named denoiser's constructor options: TV with twice the weight
+    factor gives the same result as TV called with twice σ_f's weight (TV's weight = factor·σ)."""
+    y = noisy(gray, 0.1, seed=1)
+    common = dict(sigma=0.1, iters=3, seed=0, denoiser="tv", symmetrize=False)
+    doubled = red(y, Identity(), denoiser_options={"weight_factor": 2.0}, sigma_f=5, **common)
+    plain = red(y, Identity(), sigma_f=10, **common)
+    torch.testing.assert_close(doubled.image, plain.image)
+    assert doubled.settings["denoiser_options"] == {"weight_factor": 2.0}
+    assert not torch.allclose(doubled.image, red(y, Identity(), sigma_f=5, **common).image)
 
 
 def test_dae_denoiser_from_a_weights_file(gray, tmp_path):

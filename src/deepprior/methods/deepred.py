@@ -219,7 +219,8 @@ def deepred(y, operator, *, sigma=None, iters=None, callback=None, reference=Non
             device="auto", precision="auto", progress=False, preset=None, denoiser=None,
             sigma_f=None, lam=None, mu=None, interval=10, x_solver="fixed-point", inner=1,
             sd_step=None, concurrent=False, x_init="observation", proximity_mean="pixels", lr=None,
-            sigma_p=None, ema="preset", stop="preset", whiten="preset", weights=None, checkpoint=None,
+            sigma_p=None, ema="preset", stop="preset", whiten="preset", weights=None,
+            denoiser_options=None, checkpoint=None,
             checkpoint_every=DEFAULT_EVERY,
             **dip_params) -> Result:
     """DeepRED restoration (Algorithm 1 of Mataev et al.) for any operator.
@@ -243,6 +244,9 @@ def deepred(y, operator, *, sigma=None, iters=None, callback=None, reference=Non
         (ii)"), 'tv', or ``f(x, sigma)``. Default: the preset's.
     weights : path-like, optional
         DAE weights (``.safetensors``) for the 'dae' denoiser; default: the shipped ones.
+    denoiser_options : dict, optional
+        Constructor options of the named denoiser (:mod:`deepprior.denoisers`), e.g.
+        ``{"h_factor": 0.6, "per_channel": True}``: NLM as in the authors' deblurring code.
     sigma_f : float, optional
         Noise level given to f, in **8-bit units** (Table 1: 3 or 5).
     lam, mu : float, optional
@@ -309,7 +313,8 @@ def deepred(y, operator, *, sigma=None, iters=None, callback=None, reference=Non
         raise ValueError(f"sigma_f is in 8-bit units (0–255), got {sf8:g}")
     step = 1.0 / (lam + mu) if sd_step is None else float(sd_step)
     compute = get_compute(device, precision)
-    f, f_name = make_denoiser(pre.denoiser if denoiser is None else denoiser, compute, weights)
+    f, f_name = make_denoiser(pre.denoiser if denoiser is None else denoiser, compute, weights,
+                              denoiser_options)
 
     pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="deepred-f") if concurrent else None
     states: list[_ADMM] = []
@@ -333,6 +338,8 @@ def deepred(y, operator, *, sigma=None, iters=None, callback=None, reference=Non
                   "x_init": "image" if torch.is_tensor(x_init) else x_init}
         if subsampled:  # only where it matters: older denoising/deblurring checkpoints still resume
             config["proximity_mean"] = proximity_mean
+        if denoiser_options:  # likewise only when given
+            config["denoiser_options"] = dict(denoiser_options)
         state = _ADMM(x0, f, sigma_to_unit(sf8), lam, mu, interval, x_solver, inner, step, pool, divisor,
                       config)
         states.append(state)
@@ -354,7 +361,7 @@ def deepred(y, operator, *, sigma=None, iters=None, callback=None, reference=Non
         res.extras["x"] = xs[-1].to(res.image.device)
     res.settings = {**res.settings, "method": "deepred", "deepred_preset": pre.name,
                     "deepred_source": pre.source, "denoiser": f_name, "sigma_f": sf8,
-                    "sigma_f_units": "8-bit", "lam": lam, "mu": mu, "interval": interval,
+                    "denoiser_options": denoiser_options, "sigma_f_units": "8-bit", "lam": lam, "mu": mu, "interval": interval,
                     "x_solver": x_solver, "inner": inner,
                     "sd_step": step if x_solver == "sd" else None, "concurrent": bool(concurrent),
                     "x_init": "image" if torch.is_tensor(x_init) else x_init, "x_init_seconds": red_seconds,

@@ -100,18 +100,23 @@ RED_PRESETS = {
 SIGMA8_FLOOR = 1.0
 
 
-def make_denoiser(denoiser, compute, weights=None) -> tuple[Callable, str]:
+def make_denoiser(denoiser, compute, weights=None, options=None) -> tuple[Callable, str]:
     """``(f(x, σ), name)`` for a denoiser name of :mod:`deepprior.denoisers` or a callable;
-    ``weights``: DAE weights file for the 'dae' denoiser (default: the shipped ones)."""
+    ``weights``: DAE weights file for the 'dae' denoiser (default: the shipped ones);
+    ``options``: the named denoiser's constructor options (e.g. ``{"h_factor": 0.6}`` for NLM)."""
     if weights is not None and denoiser != "dae":
         raise ValueError(f"weights= is for the 'dae' denoiser, not {denoiser!r}")
+    if options is not None and not isinstance(options, dict):
+        raise ValueError(f"denoiser_options must be a dict of option → value, got {options!r}")
     if callable(denoiser):
+        if options:
+            raise ValueError("denoiser_options are for a named denoiser, not a callable")
         return denoiser, getattr(denoiser, "name", getattr(denoiser, "__name__", "callable"))
     if denoiser not in DENOISERS:
         raise ValueError(f"unknown denoiser {denoiser!r}; choose from {', '.join(DENOISERS)} "
                          "or pass a callable f(x, sigma)")
     kwargs = {"compute": compute, "weights": weights} if denoiser == "dae" else {}
-    return get_denoiser(denoiser, **kwargs), denoiser
+    return get_denoiser(denoiser, **kwargs, **(options or {})), denoiser
 
 
 def conjugate_gradient(apply, rhs: torch.Tensor, x0: torch.Tensor, iters: int) -> torch.Tensor:
@@ -143,7 +148,8 @@ def default_denoiser(task: str) -> str | None:
           kind="hybrid")
 def red(y, operator, *, sigma=None, iters=None, callback=None, reference=None, seed=0,
         device="auto", precision="auto", progress=False, denoiser=None, sigma_f=None, lam=None,
-        solver="fixed-point", inner=5, x0=None, symmetrize=True, weights=None, **params) -> Result:
+        solver="fixed-point", inner=5, x0=None, symmetrize=True, weights=None,
+        denoiser_options=None, **params) -> Result:
     """RED restoration: minimise ``‖Hx − y‖²/(2σ²) + (λ/2)·xᵀ(x − f(x))`` (σ in 8-bit units).
 
     Parameters
@@ -162,6 +168,10 @@ def red(y, operator, *, sigma=None, iters=None, callback=None, reference=None, s
         Default per task (:data:`RED_PRESETS`).
     weights : path-like, optional
         DAE weights (``.safetensors``) for the 'dae' denoiser; default: the shipped ones.
+    denoiser_options : dict, optional
+        Constructor options of the named denoiser (:mod:`deepprior.denoisers`), e.g.
+        ``{"h_factor": 0.6, "per_channel": True}`` for NLM (CLI: ``--param
+        denoiser_options='{"h_factor": 0.6}'``).
     sigma_f : float, optional
         The denoiser's noise level in **8-bit units** (as DeepRED Table 1: 3, 5); default
         per task (denoising: half the noise level of y).
@@ -200,7 +210,8 @@ def red(y, operator, *, sigma=None, iters=None, callback=None, reference=None, s
     lam = float(preset.lam if lam is None else lam)
     if lam <= 0:
         raise ValueError(f"lam must be positive, got {lam}")
-    f, f_name = make_denoiser(preset.denoiser if denoiser is None else denoiser, compute, weights)
+    f, f_name = make_denoiser(preset.denoiser if denoiser is None else denoiser, compute, weights,
+                              denoiser_options)
     if symmetrize:
         f = RandomSymmetry(f, seed_everything(seed))
     sigma_source = "given"
@@ -246,7 +257,7 @@ def red(y, operator, *, sigma=None, iters=None, callback=None, reference=None, s
             loss = 0.5 * residual.square().sum() + 0.5 * lam_eff * (x * (x - fx)).sum()
             if prog.log(t, x.clamp(0, 1), float(loss), grad_norm=float(grad.norm()) / n ** 0.5):
                 break
-    settings = {"method": "red", "denoiser": f_name, "sigma_f": sf * 255, "sigma_f_units": "8-bit",
+    settings = {"method": "red", "denoiser": f_name, "denoiser_options": denoiser_options, "sigma_f": sf * 255, "sigma_f_units": "8-bit",
                 "lam": lam, "lam_eff": lam_eff, "sigma": sigma, "sigma_source": sigma_source,
                 "sigma8_for_lambda": sigma8, "solver": solver, "inner": int(inner), "iters": iters, "step": step,
                 "preset_source": preset.source, "denoiser_seconds": f_seconds,
