@@ -199,7 +199,7 @@ def get_denoiser(name: str, **kwargs):
     if name not in DENOISERS:
         raise ValueError(f"unknown denoiser {name!r}; choose from {', '.join(DENOISERS)}")
     cls = DENOISERS[name]
-    accepted = [p for p in inspect.signature(cls).parameters]
+    accepted = list(inspect.signature(cls).parameters)
     unknown = sorted(set(kwargs) - set(accepted))
     if unknown:
         raise ValueError(f"denoiser {name!r} has no option(s) {unknown}; it takes "
