@@ -181,6 +181,13 @@ PAPER_FIGURES: tuple[PaperFigure, ...] = tuple(
     + _series("deepred-deblur-set5-gray", "deepred", "kernel", _DEEPRED_BLURS, (32.07, 33.81), 5,
               "DeepRED Table 5", images=_SET5,
               per_image=((33.11, 34.28, 29.94, 31.87, 31.14), (35.30, 37.09, 30.59, 33.22, 32.84)))
+    # the 'Blurred' rows: the degraded images themselves, a check of the protocols
+    + _series("deepred-deblur-color", "observation", "kernel", _DEEPRED_BLURS, (20.94, 24.43), 4,
+              "DeepRED Table 4", note="Blurred row", images=_TABLE4,
+              per_image=((19.07, 18.28, 23.87, 22.56), (22.81, 22.12, 26.96, 25.83)))
+    + _series("deepred-deblur-set5-gray", "observation", "kernel", _DEEPRED_BLURS, (23.42, 27.09), 5,
+              "DeepRED Table 5", note="Blurred row", images=_SET5,
+              per_image=((26.35, 24.67, 17.75, 26.20, 22.15), (30.19, 28.87, 21.49, 29.00, 25.91)))
 )
 
 
