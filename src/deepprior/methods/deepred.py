@@ -116,13 +116,16 @@ def _default_preset(task: str, operator) -> str:
     return task
 
 
-def _proximity_divisor(operator, x0: torch.Tensor, proximity_mean: str) -> float:
-    """What the proximity term of eq. (7) is divided by: M, the entries of y that observe
-    something (DIP's data-term mean), or N, the entries of x (module docstring)."""
-    if proximity_mean == "pixels":
-        return float(x0.numel())
+def _observed_entries(operator, x0: torch.Tensor) -> float:
+    """M, the entries of y that observe something (DIP's data-term mean)."""
     with torch.no_grad():
         return float((operator.forward(torch.ones_like(x0)) != 0).sum())
+
+
+def _proximity_divisor(operator, x0: torch.Tensor, proximity_mean: str) -> float:
+    """What the proximity term of eq. (7) is divided by: M, the observed entries, or N, the
+    entries of x (module docstring)."""
+    return float(x0.numel()) if proximity_mean == "pixels" else _observed_entries(operator, x0)
 
 
 def default_denoiser(task: str) -> str | None:
@@ -220,8 +223,7 @@ def deepred(y, operator, *, sigma=None, iters=None, callback=None, reference=Non
             sigma_f=None, lam=None, mu=None, interval=10, x_solver="fixed-point", inner=1,
             sd_step=None, concurrent=False, x_init="observation", proximity_mean="pixels", lr=None,
             sigma_p=None, ema="preset", stop="preset", whiten="preset", weights=None,
-            denoiser_options=None, checkpoint=None,
-            checkpoint_every=DEFAULT_EVERY,
+            denoiser_options=None, checkpoint=None, checkpoint_every=DEFAULT_EVERY,
             **dip_params) -> Result:
     """DeepRED restoration (Algorithm 1 of Mataev et al.) for any operator.
 
@@ -332,7 +334,7 @@ def deepred(y, operator, *, sigma=None, iters=None, callback=None, reference=Non
         else:  # Algorithm 1: x₀ = y (its x-space version for H ≠ I)
             x0 = initial_estimate(op, y_n)
         divisor = _proximity_divisor(op, x0, proximity_mean)
-        subsampled = _proximity_divisor(op, x0, "observations") != x0.numel()
+        subsampled = _observed_entries(op, x0) != x0.numel()
         config = {"denoiser": f_name, "sigma_f": sf8, "lam": lam, "mu": mu, "interval": interval,
                   "x_solver": x_solver, "inner": inner, "sd_step": step,
                   "x_init": "image" if torch.is_tensor(x_init) else x_init}
