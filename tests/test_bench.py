@@ -278,6 +278,11 @@ def test_checkpoint_and_resume(images, tmp_path):
     assert full["results"][1]["sigma"] == 50.0
     fresh = run_protocol("classic-denoise-set12", limit=1, cases={"sigma": [50]}, **common)
     assert full["results"][1]["psnr"] == fresh["results"][0]["psnr"]
+    # a narrower selection would drop finished cases from the rewritten file: refused, not dropped
+    with pytest.raises(ValueError, match=r"does not select \(\S+ σ=15\)"):
+        run_protocol("classic-denoise-set12", limit=1, cases={"sigma": [50]}, checkpoint=ckpt, resume=True,
+                     **common)
+    assert len(json.loads(ckpt.read_text())["results"]) == 2
     # a checkpoint of other settings is refused, not silently mixed in
     with pytest.raises(ValueError, match="different iters"):
         run_protocol("classic-denoise-set12", limit=1, cases={"sigma": [15]}, checkpoint=ckpt, resume=True,

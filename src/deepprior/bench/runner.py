@@ -249,7 +249,9 @@ def run_protocol(name: str, method: str | None = None, data_root=None, images=No
         same protocol, method, iterations, parameters, precision and test set, and run only the
         missing ones — a case that was stopped mid-fit continues from its fit checkpoint (its
         row's ``seconds`` then add the time before the stop; ``resumed_from`` says where). A
-        checkpoint from different settings is an error (delete it or pass another path).
+        checkpoint from different settings is an error (delete it or pass another path), and so
+        is one holding finished cases the run does not select (the rewritten file would lose
+        them): the selection may widen a run, never narrow it.
 
     Returns
     -------
@@ -488,5 +490,12 @@ def _resumed_rows(checkpoint, settings: dict) -> list[dict]:
                          "delete it or write to another --json path")
     wanted = {(c["kernel"], c["sigma"], c["scale"]) for c in settings["cases"]}
     names = set(settings["image_names"])
-    return [r for r in rows if not r.get("interrupted") and r["image"] in names
-            and (r["kernel"], r["sigma"], r["scale"]) in wanted]
+    finished = [r for r in rows if not r.get("interrupted")]
+    selected = [r for r in finished if r["image"] in names and (r["kernel"], r["sigma"], r["scale"]) in wanted]
+    if len(selected) < len(finished):  # the rewritten file would lose them: refuse rather than drop
+        left_out = ", ".join(f"{r['image']} {Case(r['kernel'], r['sigma'], r['scale']).label()}"
+                             for r in finished if r not in selected)
+        raise ValueError(f"cannot resume from {path}: it holds finished results this run does not select "
+                         f"({left_out}), which rewriting it would lose; select them too (finished cases "
+                         "are kept, not rerun) or write to another --json path")
+    return selected
