@@ -15,7 +15,8 @@ import torch
 from deepprior.bench import data as bench_data
 from deepprior.bench.protocols import (Case, get_protocol, list_protocols, modcrop, prepare_case)
 from deepprior.bench.report import write_report
-from deepprior.bench.runner import run_protocol
+from deepprior.bench.runner import merge_results, run_protocol
+from deepprior.cli import main
 from deepprior.io import read_image, write_image
 from deepprior.methods import get_method
 from deepprior.metrics import psnr
@@ -287,6 +288,47 @@ def test_checkpoint_and_resume(images, tmp_path):
     with pytest.raises(ValueError, match="different iters"):
         run_protocol("classic-denoise-set12", limit=1, cases={"sigma": [15]}, checkpoint=ckpt, resume=True,
                      **{**common, "iters": 4})
+
+
+def test_merge_results_equals_one_run_of_all_cases(images, tmp_path):
+    """Two jobs on different images and noise levels merge into what one run of every case gives
+    (rows, means, groups); overlapping cases and other settings are refused."""
+    common = dict(images=images, iters=3, device="cpu", precision="fp32", progress=False)
+    whole = run_protocol("classic-denoise-set12", cases={"sigma": [15, 50]}, **common)
+    camera = run_protocol("classic-denoise-set12", image_names=["a_camera"], cases={"sigma": [15, 50]}, **common)
+    astro = run_protocol("classic-denoise-set12", image_names=["b_astronaut"], cases={"sigma": [15]}, **common)
+    astro50 = run_protocol("classic-denoise-set12", image_names=["b_astronaut"], cases={"sigma": [50]}, **common)
+    merged = merge_results({"camera.json": camera, "astro.json": astro, "astro50.json": astro50})
+    strip = lambda rows: sorted(((r["image"], r["sigma"], r["psnr"]) for r in rows))  # noqa: E731
+    assert strip(merged["results"]) == strip(whole["results"])
+    for key in ("n", "mean_psnr", "mean_ssim"):
+        assert merged["summary"][key] == pytest.approx(whole["summary"][key], abs=1e-12)
+    assert merged["summary"]["groups"].keys() == whole["summary"]["groups"].keys()
+    assert merged["settings"]["image_names"] == ["a_camera", "b_astronaut"]
+    assert [m["file"] for m in merged["settings"]["merged_from"]] == ["camera.json", "astro.json", "astro50.json"]
+    # a merged file resumes like a run: nothing left to do
+    out = tmp_path / "merged.json"
+    out.write_text(json.dumps(merged))
+    again = run_protocol("classic-denoise-set12", cases={"sigma": [15, 50]}, checkpoint=out, resume=True, **common)
+    assert strip(again["results"]) == strip(whole["results"])
+    with pytest.raises(ValueError, match="is in both"):
+        merge_results({"camera.json": camera, "whole.json": whole})
+    other = run_protocol("classic-denoise-set12", image_names=["b_astronaut"], cases={"sigma": [15]},
+                         **{**common, "iters": 4})
+    with pytest.raises(ValueError, match="different iters"):
+        merge_results({"camera.json": camera, "other.json": other})
+    with pytest.raises(ValueError, match="at least two"):
+        merge_results({"camera.json": camera})
+    # the command line: the same merge, and a clear error (exit 2) for overlapping runs
+    paths = {}
+    for name, run in (("camera", camera), ("astro", astro), ("astro50", astro50), ("whole", whole)):
+        paths[name] = tmp_path / f"{name}.json"
+        paths[name].write_text(json.dumps(run))
+    cli_out = tmp_path / "cli.json"
+    assert main(["merge-results", str(paths["camera"]), str(paths["astro"]), str(paths["astro50"]),
+                 "--json", str(cli_out)]) == 0
+    assert json.loads(cli_out.read_text())["summary"]["mean_psnr"] == pytest.approx(merged["summary"]["mean_psnr"])
+    assert main(["merge-results", str(paths["camera"]), str(paths["whole"]), "--json", str(cli_out)]) == 2
 
 
 def test_results_record_the_dae_weights_and_resume_checks_them(images, tmp_path):

@@ -566,6 +566,29 @@ def _cmd_compare(args) -> int:
     return 0
 
 
+# --------------------------------------------------------------------------- merge-results
+
+def _add_merge_results(sub):
+    p = sub.add_parser("merge-results", help="one results JSON from runs of the same settings on other "
+                       "images or cases (e.g. one job per core), summarised as one run")
+    p.add_argument("results", nargs="+", help="results JSONs written by `deepprior bench`")
+    p.add_argument("--json", required=True, help="write the merged JSON here")
+    p.set_defaults(func=_cmd_merge_results)
+
+
+def _cmd_merge_results(args) -> int:
+    from .bench.runner import merge_results
+    from .io import write_json_atomic
+
+    merged = merge_results({Path(path).name: _read_results(path) for path in args.results})
+    s = merged["summary"]
+    mean = f"mean PSNR {s['mean_psnr']:.2f} dB over {s['n']} finished cases" if s["n"] else "no finished case"
+    write_json_atomic(args.json, merged)
+    print(f"{merged['protocol']} / {merged['method']}: {len(merged['results'])} rows from "
+          f"{len(args.results)} files, {mean} → {args.json}")
+    return 0
+
+
 # --------------------------------------------------------------------------- paper-table
 
 def _add_paper_table(sub):
@@ -640,7 +663,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"deepprior {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
     for add in (_add_demo, _add_degrade, _add_restore, _add_methods, _add_bench, _add_train_dae,
-                _add_eval_dae, _add_explain, _add_dip_app, _add_plot_trace, _add_compare, _add_paper_table):
+                _add_eval_dae, _add_explain, _add_dip_app, _add_plot_trace, _add_compare, _add_merge_results,
+                _add_paper_table):
         add(sub)
     return parser
 

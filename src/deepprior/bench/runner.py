@@ -132,6 +132,72 @@ def _summarize_extra(results: list[dict]) -> dict:
     return out
 
 
+def run_summary(results: list[dict], interrupted: bool = False, partial: bool = False) -> dict:
+    """The ``summary`` of a results JSON: :func:`summarize` over the finished rows (a case
+    stopped mid-fit keeps its row, with its trace so far, but enters no mean), the means of
+    the protocol's extra metrics and of the trace, and the run's ``interrupted`` / ``partial``
+    flags."""
+    complete = [r for r in results if not r.get("interrupted")]
+    summary = summarize(complete) if complete else {"n": 0}
+    if len(complete) < len(results):
+        summary["interrupted_cases"] = len(results) - len(complete)
+    extra = _summarize_extra(complete)
+    if extra:
+        summary["extra"] = extra
+    trace = _summarize_trace(complete)
+    if trace:
+        summary["trace"] = trace
+    if interrupted:
+        summary["interrupted"] = True
+    if partial:
+        summary["partial"] = True
+    return summary
+
+
+def merge_results(runs: dict[str, dict]) -> dict:
+    """One results JSON from runs of the same protocol, method and settings on other cases —
+    images run as separate jobs (one per core, or on several machines) — as if one run had
+    done them all, so its summary and ``paper-table`` average over every case.
+
+    ``runs`` maps a name (the file's) to a results JSON. The settings that make results
+    comparable (those ``--resume`` checks) must agree, and no case may be in two runs; both
+    are errors. The merged settings list every image and case; ``settings['merged_from']``
+    keeps each run's name, images and environment (``environment`` is the first run's).
+    A case stopped mid-fit in one run keeps its row, which enters no mean, as in a run.
+    """
+    if len(runs) < 2:
+        raise ValueError("merging needs at least two results JSONs")
+    (first_name, first), *others = runs.items()
+    base = first["settings"]
+    for name, run in others:
+        differing = [k for k in ("protocol", "method") if run.get(k) != first.get(k)]
+        differing += [k for k in _RESUME_KEYS if run["settings"].get(k, _RESUME_DEFAULTS.get(k))
+                      != base.get(k, _RESUME_DEFAULTS.get(k))]
+        if differing:
+            raise ValueError(f"cannot merge {name} with {first_name}: they were run with different "
+                             f"{', '.join(dict.fromkeys(differing))}")
+    rows, source = [], {}
+    for name, run in runs.items():
+        for row in run["results"]:
+            key = row_key(row)
+            if key in source:
+                raise ValueError(f"case {row['image']} {Case(*key[1:]).label()} is in both {source[key]} "
+                                 f"and {name}: merge runs of different cases")
+            source[key] = name
+            rows.append(row)
+    settings = dict(base)
+    settings["image_names"] = list(dict.fromkeys(n for run in runs.values()
+                                                 for n in run["settings"]["image_names"]))
+    settings["cases"] = list({(c["kernel"], c["sigma"], c["scale"]): c for run in runs.values()
+                              for c in run["settings"]["cases"]}.values())
+    settings["case_filter"] = settings["limit"] = None
+    settings["merged_from"] = [{"file": name, "image_names": run["settings"]["image_names"],
+                                "cases": run["settings"]["cases"], "environment": run.get("environment")}
+                               for name, run in runs.items()]
+    return {"protocol": first["protocol"], "method": first["method"], "settings": settings,
+            "environment": first.get("environment"), "results": rows, "summary": run_summary(rows)}
+
+
 def _select_cases(all_cases: list[Case], cases) -> list[Case]:
     """Apply the ``cases`` filter of :func:`run_protocol`."""
     if cases is None:
@@ -335,23 +401,8 @@ def run_protocol(name: str, method: str | None = None, data_root=None, images=No
     def assemble(partial: bool) -> dict:
         # what the method says its network ran with; methods without a network compute in fp32/fp64
         env["precision"] = method_precision if method_precision is not None else "fp32"
-        # a case stopped mid-fit keeps its row (its trace so far) but enters no mean
-        complete = [r for r in results if not r.get("interrupted")]
-        summary = summarize(complete) if complete else {"n": 0}
-        if len(complete) < len(results):
-            summary["interrupted_cases"] = len(results) - len(complete)
-        extra = _summarize_extra(complete)
-        if extra:
-            summary["extra"] = extra
-        trace = _summarize_trace(complete)
-        if trace:
-            summary["trace"] = trace
-        if interrupted:
-            summary["interrupted"] = True
-        if partial:
-            summary["partial"] = True
-        return {"protocol": protocol.name, "method": method, "settings": settings,
-                "environment": env, "results": results, "summary": summary}
+        return {"protocol": protocol.name, "method": method, "settings": settings, "environment": env,
+                "results": results, "summary": run_summary(results, interrupted=interrupted, partial=partial)}
 
     try:
         for image, pixels in clean_images:
