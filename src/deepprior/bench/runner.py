@@ -171,8 +171,7 @@ def merge_results(runs: dict[str, dict]) -> dict:
     base = first["settings"]
     for name, run in others:
         differing = [k for k in ("protocol", "method") if run.get(k) != first.get(k)]
-        differing += [k for k in _RESUME_KEYS if run["settings"].get(k, _RESUME_DEFAULTS.get(k))
-                      != base.get(k, _RESUME_DEFAULTS.get(k))]
+        differing += _differing_settings(run["settings"], base)
         if differing:
             raise ValueError(f"cannot merge {name} with {first_name}: they were run with different "
                              f"{', '.join(dict.fromkeys(differing))}")
@@ -518,6 +517,12 @@ def _dae_weights(info, params: dict, channels: int, task: str) -> dict | None:
 _RESUME_DEFAULTS = {"seed_offset": 0}
 
 
+def _differing_settings(a: dict, b: dict) -> list[str]:
+    """The settings among ``_RESUME_KEYS`` in which two runs differ: results of runs that
+    differ in none can be resumed into or merged with each other."""
+    return [k for k in _RESUME_KEYS if a.get(k, _RESUME_DEFAULTS.get(k)) != b.get(k, _RESUME_DEFAULTS.get(k))]
+
+
 def row_key(row: dict) -> tuple:
     """What identifies a case across runs: (image, kernel, σ, scale)."""
     return (row["image"], row["kernel"], row["sigma"], row["scale"])
@@ -534,8 +539,7 @@ def _resumed_rows(checkpoint, settings: dict) -> list[dict]:
         rows = old["results"]
     except (OSError, ValueError, KeyError, TypeError) as exc:
         raise ValueError(f"cannot resume from {path}: not a results JSON ({exc})") from exc
-    differing = [k for k in _RESUME_KEYS
-                 if old_settings.get(k, _RESUME_DEFAULTS.get(k)) != settings.get(k, _RESUME_DEFAULTS.get(k))]
+    differing = _differing_settings(old_settings, settings)
     if differing:
         raise ValueError(f"cannot resume from {path}: it was run with different {', '.join(differing)}; "
                          "delete it or write to another --json path")
