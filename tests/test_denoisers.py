@@ -76,3 +76,19 @@ def test_dae_self_ensemble_averages_the_eight_symmetries(camera_crop):
     expected = sum(dihedral_inverse(plain(dihedral(y, k), 25 / 255), k) for k in range(8)) / 8
     torch.testing.assert_close(ens, expected)
     assert not torch.allclose(ens, plain(y, 25 / 255))
+
+
+def test_bm3d_profile_and_threads(astronaut_crop):
+    """The low-complexity profile still denoises (and is a different filter than 'np'); the
+    binary's threads follow torch's unless given; bad options fail clearly."""
+    x = astronaut_crop[..., :48, :48]
+    y = x + 25 / 255 * torch.randn(x.shape, generator=torch.Generator().manual_seed(3))
+    normal, low = get_denoiser("bm3d")(y, 25 / 255), get_denoiser("bm3d", profile="lc")(y, 25 / 255)
+    assert psnr(low.clamp(0, 1), x) > psnr(y.clamp(0, 1), x) + 3
+    assert (normal - low).abs().max() > 1e-4
+    assert get_denoiser("bm3d")._profile().num_threads == torch.get_num_threads()
+    assert get_denoiser("bm3d", threads=1)._profile().num_threads == 1
+    with pytest.raises(ValueError, match="unknown BM3D profile"):
+        get_denoiser("bm3d", profile="fast")
+    with pytest.raises(ValueError, match="positive integer"):
+        get_denoiser("bm3d", threads=0)

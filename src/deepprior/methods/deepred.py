@@ -248,7 +248,8 @@ def deepred(y, operator, *, sigma=None, iters=None, callback=None, reference=Non
         DAE weights (``.safetensors``) for the 'dae' denoiser; default: the shipped ones.
     denoiser_options : dict, optional
         Constructor options of the named denoiser (:mod:`deepprior.denoisers`), e.g.
-        ``{"h_factor": 0.6, "per_channel": True}``: NLM as in the authors' deblurring code.
+        ``{"h_factor": 0.6, "per_channel": True}``: NLM as in the authors' deblurring code;
+        ``{"profile": "lc"}``: BM3D's faster low-complexity profile.
     sigma_f : float, optional
         Noise level given to f, in **8-bit units** (Table 1: 3 or 5).
     lam, mu : float, optional
