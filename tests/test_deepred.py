@@ -126,17 +126,19 @@ def test_every_task_runs(case, rgb):
     assert res.extras["x"].shape == rgb.shape
 
 
-def test_deblur_cpu_preset_is_the_whitened_schedule_with_the_discrepancy_stop(rgb):
+def test_deblur_cpu_preset_is_the_whitened_schedule_with_a_fixed_budget(rgb):
     op = Blur(torch.ones(5, 5) / 25, "circular")
     y = noisy(op.forward(rgb), 2 / 255)
     kw = dict(iters=4, denoiser="tv", interval=2, net=TINY, seed=0)
     cpu = deepred(y, op, sigma=2 / 255, preset="deblur-cpu", **kw)
-    assert (cpu.settings["whiten"], cpu.settings["stop"], cpu.settings["ema"]) == (0.03, "discrepancy", 0.99)
+    assert (cpu.settings["whiten"], cpu.settings["stop"], cpu.settings["ema"]) == (0.03, "fixed", 0.99)
     assert (cpu.settings["lam"], cpu.settings["mu"]) == (0.3, 0.6)  # Table 1's λ, μ × 15
-    spelled = deepred(y, op, sigma=2 / 255, preset="deblur", whiten=0.03, stop="discrepancy", lam=0.3, mu=0.6, **kw)
+    assert cpu.extras["stop_iter"] == 4
+    spelled = deepred(y, op, sigma=2 / 255, preset="deblur", whiten=0.03, lam=0.3, mu=0.6, **kw)
     torch.testing.assert_close(cpu.image, spelled.image, rtol=0, atol=0)
-    blind = deepred(y, op, preset="deblur-cpu", **kw)  # no σ: the iteration budget decides
-    assert blind.settings["stop"] == "fixed" and blind.settings["iters"] == 4
+    # the discrepancy rule on request: a threshold every fit passes at once stops at iteration 1
+    early = deepred(y, op, sigma=2 / 255, preset="deblur-cpu", stop="discrepancy", tau=1e6, **kw)
+    assert (early.settings["stop"], early.extras["stop_iter"]) == ("discrepancy", 1)
     assert DEEPRED_PRESETS["deblur-cpu"].iters == 4000
     paper = deepred(y, op, **kw)  # Table 1's row: plain data term, fixed budget
     assert (paper.settings["deepred_preset"], paper.settings["whiten"], paper.settings["stop"]) == ("deblur", None, "fixed")

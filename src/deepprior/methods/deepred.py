@@ -69,8 +69,8 @@ class DeepREDPreset:
     ``ema``: weight of the exponential average of the network outputs. §3.2: of DIP's "smoothing
     applied on the outcome of the last iterations" (and early stopping, run averaging) "our
     tests implement all these as well" — DIP's window, γ = 0.99, for every task.
-    ``whiten``, ``stop``: DIP's data term and stopping rule (:func:`deepprior.methods.dip.dip`);
-    Table 1's rows use the plain data term and a fixed budget.
+    ``whiten``: DIP's data term (:func:`deepprior.methods.dip.dip`); Table 1's rows use the
+    plain one. Every row runs its fixed budget ``iters`` (``stop=`` of :func:`deepred` changes it).
     """
 
     name: str
@@ -85,7 +85,6 @@ class DeepREDPreset:
     source: str
     ema: float | None = 0.99
     whiten: float | None = None
-    stop: str = "fixed"
 
 
 DEEPRED_PRESETS = {p.name: p for p in (
@@ -93,15 +92,16 @@ DEEPRED_PRESETS = {p.name: p for p in (
     DeepREDPreset("sr4", "sr", 0.02, 0.001, "bm3d", 5.0, 0.05, 0.06, 2000, "Table 1, SISR x4"),
     DeepREDPreset("sr8", "sr8", 0.02, 0.001, "bm3d", 5.0, 0.05, 0.06, 4000, "Table 1, SISR x8"),
     DeepREDPreset("deblur", "deblur", 0.01, 0.004, "nlm", 3.0, 0.02, 0.04, 30000, "Table 1, deblurring"),
-    # ours: Table 1's deblurring row at ≈ 1/10 of its iterations — the whitened data term fits
-    # the detail the blur attenuates as fast as the rest, so the discrepancy rule can stop it when
-    # σ is known (4000 is the cap). That term weighs the fit up to 1/ε more than eq. (7)'s, so
-    # Table 1's λ, μ are 15× larger here (same ratio): with λ 0.02 gray images overfit the noise
-    # after ≈ 1500 iterations, and λ 0.3 gained 0.2–1.1 dB on every measured Table 4/5 image
+    # ours: Table 1's deblurring row at 4000 of its 30000 iterations — the whitened data term
+    # fits the detail the blur attenuates as fast as the rest. That term weighs the fit up to 1/ε
+    # more than eq. (7)'s, so Table 1's λ, μ are 15× larger here (same ratio): with λ 0.02 gray
+    # images overfit the noise after ≈ 1500 iterations, and λ 0.3 gained 0.2–1.1 dB on every
+    # measured Table 4/5 image. No discrepancy stop: on gray Set5 it fired at 2830–3650 with the
+    # PSNR still rising, and the 4000 budget gained 0.26–0.35 dB over it; bird peaks at ≈ 4400
     # (benchmarks/README.md)
     DeepREDPreset("deblur-cpu", "deblur", 0.01, 0.004, "nlm", 3.0, 0.3, 0.6, 4000,
-                  "Table 1, deblurring, whitened data term (eps 0.03), lambda/mu x15 and discrepancy stop (ours)",
-                  whiten=0.03, stop="auto"),
+                  "Table 1, deblurring, whitened data term (eps 0.03), lambda/mu x15, 4000 iterations (ours)",
+                  whiten=0.03),
     # not in the paper: the deblurring row for the other masked / mosaicked tasks
     DeepREDPreset("inpaint", "inpaint-text", 0.01, 0.004, "nlm", 3.0, 0.02, 0.04, 6000,
                   "Table 1 deblurring values, DIP's inpainting network (ours)"),
@@ -222,7 +222,7 @@ def deepred(y, operator, *, sigma=None, iters=None, callback=None, reference=Non
             device="auto", precision="auto", progress=False, preset=None, denoiser=None,
             sigma_f=None, lam=None, mu=None, interval=10, x_solver="fixed-point", inner=1,
             sd_step=None, concurrent=False, x_init="observation", proximity_mean="pixels", lr=None,
-            sigma_p=None, ema="preset", stop="preset", whiten="preset", weights=None,
+            sigma_p=None, ema="preset", stop="fixed", whiten="preset", weights=None,
             denoiser_options=None, checkpoint=None, checkpoint_every=DEFAULT_EVERY,
             **dip_params) -> Result:
     """DeepRED restoration (Algorithm 1 of Mataev et al.) for any operator.
@@ -234,12 +234,12 @@ def deepred(y, operator, *, sigma=None, iters=None, callback=None, reference=Non
     preset : str, optional
         A row of :data:`DEEPRED_PRESETS` (Table 1): 'denoise', 'sr4', 'sr8', 'deblur' (and
         'inpaint', 'demosaic', ours). Default per task ('sr8' for factors ≥ 8). 'deblur-cpu'
-        (ours): the deblurring row with the whitened data term (ε = 0.03), stopped by the
-        discrepancy rule when σ is given (2800–3650 iterations on gray Set5, against Table 1's
-        30000), 4000 at most (Table 4's colour images reached the cap, the PSNR still rising);
-        without σ it runs ``iters`` (default 4000). Its λ 0.3, μ 0.6 are Table 1's 0.02,
-        0.04 scaled for the whitened term: +0.53 to +0.84 dB on Table 4's Gaussian blur, +0.19 on
-        the uniform one (butterfly), +1.1 on gray Set5 bird (benchmarks/README.md).
+        (ours): the deblurring row with the whitened data term (ε = 0.03) for 4000 iterations
+        (Table 1: 30000). Its λ 0.3, μ 0.6 are Table 1's 0.02, 0.04 scaled for the whitened
+        term: +0.53 to +0.84 dB on Table 4's Gaussian blur, +0.19 on the uniform one
+        (butterfly), +1.1 on gray Set5 bird. The discrepancy rule (``stop='discrepancy'``, σ
+        given) stops gray Set5 at 2830–3650 iterations, 0.26–0.35 dB below the 4000 budget
+        (benchmarks/README.md).
     denoiser : str or callable, optional
         f of RED: 'nlm' (scikit-image, the paper's for denoising/deblurring), 'bm3d' (the
         ``bm3d`` package, the paper's for SR), 'dae' (our DAE — the paper's "future work
@@ -249,7 +249,8 @@ def deepred(y, operator, *, sigma=None, iters=None, callback=None, reference=Non
     denoiser_options : dict, optional
         Constructor options of the named denoiser (:mod:`deepprior.denoisers`), e.g.
         ``{"h_factor": 0.6, "per_channel": True}``: NLM as in the authors' deblurring code;
-        ``{"profile": "lc"}``: BM3D's faster low-complexity profile.
+        ``{"profile": "lc"}``: BM3D's faster low-complexity profile (×4 SR of Set5 bird: 22 % less
+        time for −0.04 dB).
     sigma_f : float, optional
         Noise level given to f, in **8-bit units** (Table 1: 3 or 5).
     lam, mu : float, optional
@@ -277,10 +278,13 @@ def deepred(y, operator, *, sigma=None, iters=None, callback=None, reference=Non
         (eq. 7 exactly). No difference for denoising and deblurring.
     checkpoint, checkpoint_every
         Save and resume the fit, network and ADMM state alike (:func:`~deepprior.methods.dip.dip`).
-    lr, sigma_p, ema, stop, whiten, **dip_params
+    stop : {'fixed', 'discrepancy', 'wmv', 'auto'}
+        DIP's stopping rule (:func:`~deepprior.methods.dip.dip`); default 'fixed': the preset's
+        iterations (Table 1), or ``iters``.
+    lr, sigma_p, ema, whiten, **dip_params
         DIP loop settings (defaults: Table 1's LR and σ_noise, the DeepRED preset's output
-        average — γ = 0.99, §3.2 — stopping rule and data term: a fixed number of iterations
-        and ½‖H T_Θ(z) − y‖² of eq. (7) except for 'deblur-cpu'; ``ema=None`` returns the last
+        average — γ = 0.99, §3.2 — and data term: ½‖H T_Θ(z) − y‖² of eq. (7) except for
+        'deblur-cpu'; ``ema=None`` returns the last
         output, ``whiten=ε`` fits the whitened residual of a blur, ``whiten=None`` the plain
         one); anything else of :func:`~deepprior.methods.dip.dip` (``restarts``, ``arch``,
         ``backtrack`` …).
@@ -353,7 +357,7 @@ def deepred(y, operator, *, sigma=None, iters=None, callback=None, reference=Non
                   callback=callback, reference=reference, seed=seed, device=device,
                   precision=precision, progress=progress, preset=pre.dip_preset,
                   lr=pre.lr if lr is None else lr, sigma_p=pre.sigma_p if sigma_p is None else sigma_p,
-                  ema=pre.ema if ema == "preset" else ema, stop=pre.stop if stop == "preset" else stop,
+                  ema=pre.ema if ema == "preset" else ema, stop=stop,
                   whiten=pre.whiten if whiten == "preset" else whiten, coupling=coupling,
                   checkpoint=checkpoint, checkpoint_every=checkpoint_every, **dip_params)
     finally:
