@@ -97,7 +97,7 @@ DEEPRED_PRESETS = {p.name: p for p in (
     # more than eq. (7)'s, so Table 1's λ, μ are 15× larger here (same ratio): with λ 0.02 gray
     # images overfit the noise after ≈ 1500 iterations, and λ 0.3 gained 0.2–1.1 dB on every
     # measured Table 4/5 image. No discrepancy stop: on gray Set5 it fired at 2830–3650 with the
-    # PSNR still rising, and the 4000 budget gained 0.26–0.35 dB over it; bird peaks at ≈ 4400
+    # PSNR still rising, and the 4000 budget gained 0.11–0.35 dB over it; bird peaks at ≈ 4400
     # (benchmarks/README.md)
     DeepREDPreset("deblur-cpu", "deblur", 0.01, 0.004, "nlm", 3.0, 0.3, 0.6, 4000,
                   "Table 1, deblurring, whitened data term (eps 0.03), lambda/mu x15, 4000 iterations (ours)",
@@ -238,7 +238,7 @@ def deepred(y, operator, *, sigma=None, iters=None, callback=None, reference=Non
         (Table 1: 30000). Its λ 0.3, μ 0.6 are Table 1's 0.02, 0.04 scaled for the whitened
         term: +0.53 to +0.84 dB on Table 4's Gaussian blur, +0.19 on the uniform one
         (butterfly), +1.1 on gray Set5 bird. The discrepancy rule (``stop='discrepancy'``, σ
-        given) stops gray Set5 at 2830–3650 iterations, 0.26–0.35 dB below the 4000 budget
+        given) stops gray Set5 at 2830–3650 iterations, 0.11–0.35 dB below the 4000 budget
         (benchmarks/README.md).
     denoiser : str or callable, optional
         f of RED: 'nlm' (scikit-image, the paper's for denoising/deblurring), 'bm3d' (the
