@@ -331,6 +331,35 @@ def test_merge_results_equals_one_run_of_all_cases(images, tmp_path):
     assert main(["merge-results", str(paths["camera"]), str(paths["whole"]), "--json", str(cli_out)]) == 2
 
 
+def test_rows_record_resolved_settings_and_merge_can_assume_a_default(images, tmp_path):
+    """Each row keeps the method's resolved settings; a run that passed a parameter at its
+    default merges with one that did not only when the value is declared (`--assume`), and a
+    declaration its rows contradict is refused."""
+    common = dict(images=images, iters=3, device="cpu", precision="fp32", progress=False, cases={"sigma": [15]})
+    explicit = run_protocol("classic-denoise-set12", image_names=["a_camera"], method_params={"step_ratio": 0.1}, **common)
+    implicit = run_protocol("classic-denoise-set12", image_names=["b_astronaut"], **common)
+    settings = implicit["results"][0]["method_settings"]
+    assert settings["method"] == "tv" and settings["step_ratio"] == 0.1 and settings["iters"] == 3
+    json.dumps(explicit)  # what the row records is plain JSON
+    runs = {"explicit.json": explicit, "implicit.json": implicit}
+    with pytest.raises(ValueError, match="different method_params"):
+        merge_results(runs)
+    merged = merge_results(runs, assume={"step_ratio": 0.1})
+    assert merged["settings"]["method_params"] == {"step_ratio": 0.1}
+    assert merged["settings"]["merge_assumed"] == {"params": {"step_ratio": 0.1}, "applied_to": ["implicit.json"]}
+    assert merged["summary"]["n"] == 2
+    with pytest.raises(ValueError, match="records step_ratio=0.1"):
+        merge_results(runs, assume={"step_ratio": 0.2})
+    paths = {}
+    for name, run in runs.items():
+        paths[name] = tmp_path / name
+        paths[name].write_text(json.dumps(run))
+    out = tmp_path / "merged.json"
+    assert main(["merge-results", *map(str, paths.values()), "--assume", "step_ratio=0.1", "--json", str(out)]) == 0
+    assert json.loads(out.read_text())["settings"]["merge_assumed"]["params"] == {"step_ratio": 0.1}
+    assert main(["merge-results", *map(str, paths.values()), "--assume", "step_ratio", "--json", str(out)]) == 2
+
+
 def test_results_record_the_dae_weights_and_resume_checks_them(images, tmp_path):
     """A learned method's JSON names the DAE weights it ran with (file and SHA-256 prefix); a
     checkpoint written with other weights is refused; classical methods record none."""

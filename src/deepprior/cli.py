@@ -28,7 +28,7 @@ def _parse_params(items: list[str] | None) -> dict:
     params = {}
     for item in items or []:
         if "=" not in item:
-            raise CLIError(f"--param expects name=value, got {item!r}")
+            raise CLIError(f"expected name=value (as --param takes), got {item!r}")
         key, value = item.split("=", 1)
         try:
             params[key.replace("-", "_")] = json.loads(value)
@@ -573,6 +573,10 @@ def _add_merge_results(sub):
                        "images or cases (e.g. one job per core), summarised as one run")
     p.add_argument("results", nargs="+", help="results JSONs written by `deepprior bench`")
     p.add_argument("--json", required=True, help="write the merged JSON here")
+    p.add_argument("--assume", action="append", metavar="NAME=VALUE",
+                   help="declare that runs which did not pass method parameter NAME ran with VALUE (its "
+                        "default when they ran), so they merge with runs that passed it; checked against "
+                        "the rows' recorded method settings and kept in the merged JSON (repeatable)")
     p.set_defaults(func=_cmd_merge_results)
 
 
@@ -580,7 +584,8 @@ def _cmd_merge_results(args) -> int:
     from .bench.runner import merge_results
     from .io import write_json_atomic
 
-    merged = merge_results({Path(path).name: _read_results(path) for path in args.results})
+    merged = merge_results({Path(path).name: _read_results(path) for path in args.results},
+                           assume=_parse_params(args.assume))
     s = merged["summary"]
     mean = f"mean PSNR {s['mean_psnr']:.2f} dB over {s['n']} finished cases" if s["n"] else "no finished case"
     write_json_atomic(args.json, merged)

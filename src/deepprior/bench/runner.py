@@ -6,11 +6,13 @@ scores the estimate with the protocol's PSNR/SSIM convention and returns::
 
     {"protocol", "method", "settings": {...}, "environment": {...},
      "results": [{"image", "kernel", "sigma", "scale", "psnr", "ssim", "seconds",
-                  "iters", "seed"}, ...],
+                  "iters", "seed", "method_settings"}, ...],
      "summary": {"mean_psnr", "mean_ssim", "mean_seconds", "n", "groups": {...}}}
 
 σ is in 8-bit units in the JSON (as in the papers' tables); ``seconds`` is the wall time
-of the method's ``run`` call alone (degradation and scoring excluded).
+of the method's ``run`` call alone (degradation and scoring excluded). ``method_settings``
+is the method's ``Result.settings``: every hyper-parameter as resolved by the call (preset
+values and defaults included), so a row says what ran even after a default changes.
 """
 from __future__ import annotations
 
@@ -154,7 +156,23 @@ def run_summary(results: list[dict], interrupted: bool = False, partial: bool = 
     return summary
 
 
-def merge_results(runs: dict[str, dict]) -> dict:
+def _jsonable(value):
+    """``value`` with what JSON cannot hold made plain: tensors and arrays become a
+    description (dtype and shape), NumPy scalars numbers, other objects their ``str``."""
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return value
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, (torch.Tensor, np.ndarray)):
+        return f"{type(value).__name__} {str(value.dtype).replace('torch.', '')} {list(value.shape)}"
+    return str(value)
+
+
+def merge_results(runs: dict[str, dict], assume: dict | None = None) -> dict:
     """One results JSON from runs of the same protocol, method and settings on other cases —
     images run as separate jobs (one per core, or on several machines) — as if one run had
     done them all, so its summary and ``paper-table`` average over every case.
@@ -164,9 +182,17 @@ def merge_results(runs: dict[str, dict]) -> dict:
     are errors. The merged settings list every image and case; ``settings['merged_from']``
     keeps each run's name, images and environment (``environment`` is the first run's).
     A case stopped mid-fit in one run keeps its row, which enters no mean, as in a run.
+
+    ``assume`` maps method parameters to values: a run that did not pass one of them is
+    declared to have run with that value (its default then — e.g. a run made after the
+    default changed, beside one that passed the value explicitly). A row whose recorded
+    ``method_settings`` contradict the declaration is an error; the merged settings keep the
+    declaration and the files it was applied to (``settings['merge_assumed']``).
     """
     if len(runs) < 2:
         raise ValueError("merging needs at least two results JSONs")
+    if assume:
+        runs = {name: _with_assumed_params(name, run, assume) for name, run in runs.items()}
     (first_name, first), *others = runs.items()
     base = first["settings"]
     for name, run in others:
@@ -193,8 +219,27 @@ def merge_results(runs: dict[str, dict]) -> dict:
     settings["merged_from"] = [{"file": name, "image_names": run["settings"]["image_names"],
                                 "cases": run["settings"]["cases"], "environment": run.get("environment")}
                                for name, run in runs.items()]
+    if assume:
+        settings["merge_assumed"] = {"params": dict(assume),
+                                     "applied_to": [name for name, run in runs.items() if run.get("_assumed")]}
     return {"protocol": first["protocol"], "method": first["method"], "settings": settings,
             "environment": first.get("environment"), "results": rows, "summary": run_summary(rows)}
+
+
+def _with_assumed_params(name: str, run: dict, assume: dict) -> dict:
+    """``run`` with the ``assume`` parameters it did not pass added to its method_params
+    (see :func:`merge_results`); checked against its rows' recorded settings."""
+    params = dict(run["settings"].get("method_params") or {})
+    added = {k: v for k, v in assume.items() if k not in params}
+    for row in run["results"]:
+        recorded = row.get("method_settings") or {}
+        clash = [k for k, v in added.items() if k in recorded and recorded[k] != v]
+        if clash:
+            raise ValueError(f"cannot assume {', '.join(f'{k}={added[k]!r}' for k in clash)} for {name}: "
+                             f"its row {row['image']} records {', '.join(f'{k}={recorded[k]!r}' for k in clash)}")
+    if not added:
+        return run
+    return {**run, "settings": {**run["settings"], "method_params": {**params, **added}}, "_assumed": True}
 
 
 def _select_cases(all_cases: list[Case], cases) -> list[Case]:
@@ -446,7 +491,8 @@ def run_protocol(name: str, method: str | None = None, data_root=None, images=No
                 row = {"image": image, "kernel": case.kernel, "sigma": case.sigma,
                        "scale": case.scale, "psnr": psnr(estimate, prep.x, **convention),
                        "ssim": ssim(estimate, prep.x, **convention), "seconds": seconds,
-                       "iters": int(res.iters), "seed": prep.seed + int(seed_offset)}
+                       "iters": int(res.iters), "seed": prep.seed + int(seed_offset),
+                       "method_settings": _jsonable(res.settings)}
                 if snapshots:
                     row["trace"] = {str(t): {"psnr": psnr(x, prep.x, **convention), "seconds": sec}
                                     for t, (x, sec) in sorted(snapshots.items())}
