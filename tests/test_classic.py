@@ -187,3 +187,21 @@ def test_unused_parameters_are_recorded_and_runs_are_deterministic(rgb):
     b = classic.tv(y, op, iters=20, seed=3)
     assert a.settings["ignored_params"] == ["not_a_param"]
     assert torch.equal(a.image, b.image)
+
+
+def test_progress_writes_status_lines_when_stderr_is_not_a_terminal(monkeypatch, capsys):
+    """A long fit run under nohup reports in its log: iteration, speed, PSNR and ETA lines at
+    the set interval (here every iteration), none when progress is off."""
+    from deepprior.methods import base
+
+    torch.manual_seed(0)
+    x = torch.rand(1, 1, 24, 24)
+    y = x + 0.05 * torch.randn_like(x)
+    monkeypatch.setattr(base.Progress, "LINE_EVERY_SECONDS", 0.0)
+    classic.tv(y, Identity(), sigma=0.05, iters=4, reference=x, device="cpu", progress=False)
+    assert capsys.readouterr().err == ""
+    classic.tv(y, Identity(), sigma=0.05, iters=4, reference=x, device="cpu", progress=True)
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert [line.split(",")[0] for line in lines] == [f"tv: iteration {t}/4" for t in range(1, 5)]
+    assert all(" s/it" in line and " dB" in line and "ETA" in line for line in lines)
+    assert lines[-1].endswith("ETA 0.0 min")

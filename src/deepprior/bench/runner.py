@@ -19,7 +19,6 @@ from __future__ import annotations
 import inspect
 import json
 import re
-import sys
 import time
 from pathlib import Path
 
@@ -431,7 +430,6 @@ def run_protocol(name: str, method: str | None = None, data_root=None, images=No
         "dae_weights": _dae_weights(info, params, 3 if protocol.color == "rgb" else 1, protocol.task),
     }
 
-    show_bar = bool(progress) and sys.stderr.isatty()
     total = len(clean_images) * len(selected)
     results = _resumed_rows(checkpoint, settings) if (checkpoint is not None and resume) else []
     done = {row_key(r) for r in results}
@@ -476,7 +474,7 @@ def run_protocol(name: str, method: str | None = None, data_root=None, images=No
                     run_kw["callback"] = _snapshot_callback(set(protocol.trace_iters), snapshots, keep)
                 t0 = time.perf_counter()
                 res = info.run(prep.y, prep.operator, sigma=sigma, iters=iters, reference=prep.x,
-                               seed=prep.seed + int(seed_offset), device=str(dev), precision=prec, progress=show_bar,
+                               seed=prep.seed + int(seed_offset), device=str(dev), precision=prec, progress=bool(progress),
                                **run_kw, **params)
                 seconds = time.perf_counter() - t0
                 resumed = (res.extras.get("checkpoint") or {}).get("resumed_from")

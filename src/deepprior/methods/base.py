@@ -7,6 +7,7 @@ reference=None, seed=0, device='auto', precision='auto', progress=False, **param
 from __future__ import annotations
 
 import math
+import sys
 import time
 from dataclasses import dataclass, field
 from typing import Callable
@@ -41,13 +42,19 @@ def _psnr_float(x: torch.Tensor, ref: torch.Tensor) -> float:
 
 
 class Progress:
-    """History, optional reference PSNR, progress bar and Ctrl-C handling for a method's loop.
+    """History, optional reference PSNR, progress report and Ctrl-C handling for a method's loop.
 
     Use as ``with Progress(total, ...) as prog: for t in ...: ...; if prog.log(t, x, loss): break``.
     A ``KeyboardInterrupt`` inside the block is swallowed and recorded in ``prog.interrupted``
     so the method still returns its current estimate (the CLI then saves it).
     ``callback(t, x, info) -> bool`` may return True to stop early.
+
+    ``show=True`` draws a progress bar on a terminal; when stderr is not one (a log file of a
+    ``nohup`` job) it writes a plain status line every ``LINE_EVERY_SECONDS`` instead:
+    iteration, seconds per iteration, PSNR when a reference is known, elapsed time and ETA.
     """
+
+    LINE_EVERY_SECONDS = 60.0
 
     def __init__(self, total: int, *, reference: torch.Tensor | None = None,
                  callback: Callable | None = None, show: bool = False, desc: str = "",
@@ -60,13 +67,17 @@ class Progress:
         self.psnr_every = max(1, psnr_every)
         self._t0 = time.perf_counter()
         self._bar = None
-        if show:
+        self._lines = bool(show) and not sys.stderr.isatty()
+        self._desc = desc or "fit"
+        self._mark = (self._t0, 0)  # (clock, iteration) at the previous status line
+        if show and not self._lines:
             from tqdm.auto import tqdm
 
             self._bar = tqdm(total=total, desc=desc, leave=False, dynamic_ncols=True)
 
     def __enter__(self) -> "Progress":
         self._t0 = time.perf_counter()
+        self._mark = (self._t0, 0)
         return self
 
     def __exit__(self, exc_type, exc, tb) -> bool:
@@ -86,6 +97,7 @@ class Progress:
         """Continue a checkpointed run: its history so far, and its clock at ``elapsed``."""
         self.history = list(history)
         self._t0 = time.perf_counter() - float(elapsed)
+        self._mark = (time.perf_counter(), self.history[-1]["iter"] if self.history else 0)
         if self._bar is not None:
             self._bar.update(len(self.history))
 
@@ -102,9 +114,26 @@ class Progress:
             post = {k: f"{entry[k]:.4g}" for k in ("loss", "psnr") if k in entry}
             self._bar.set_postfix(post, refresh=False)
             self._bar.update(1)
+        elif self._lines and time.perf_counter() - self._mark[0] >= self.LINE_EVERY_SECONDS:
+            self._status_line(entry)
         if self.callback is not None and x is not None:
             return bool(self.callback(t, x, entry))
         return False
+
+
+    def _status_line(self, entry: dict) -> None:
+        now, (then, it0) = time.perf_counter(), self._mark
+        t = entry["iter"]
+        rate = (now - then) / max(1, t - it0)  # over the last interval: the current speed
+        parts = [f"{self._desc}: iteration {t}/{self.total}", f"{rate:.3g} s/it"]
+        psnr = next((e["psnr"] for e in reversed(self.history[-50:]) if "psnr" in e), None)
+        if psnr is not None:
+            parts.append(f"PSNR {psnr:.2f} dB")
+        elif "loss" in entry:
+            parts.append(f"loss {entry['loss']:.4g}")
+        parts += [f"{entry['seconds'] / 60:.1f} min elapsed", f"ETA {rate * max(0, self.total - t) / 60:.1f} min"]
+        print(", ".join(parts), file=sys.stderr, flush=True)
+        self._mark = (now, t)
 
 
 @dataclass(frozen=True)
