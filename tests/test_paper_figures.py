@@ -39,6 +39,17 @@ def test_dmsp_variant_follows_the_run_settings():
     assert run_variant(_result("levin-deblur", "daep", [])) is None
 
 
+def test_dip_restarts_are_set_beside_the_two_run_average():
+    """DIP §3.1 prints 30.43 dB for one run with the average and 31.00 for two runs averaged:
+    a run with `restarts=2` is compared with the second, a single run with the first."""
+    rows = [_row("image_House256rgb", 31.5, sigma=25.0, kernel=None)]
+    assert run_variant(_result("dip-denoise-cbm3d9", "dip", rows, task="denoise", restarts=2)) == "2 restarts"
+    assert run_variant(_result("dip-denoise-cbm3d9", "dip", rows, task="denoise")) is None
+    (two,) = paper_table({"two.json": _result("dip-denoise-cbm3d9", "dip", rows, task="denoise", restarts=2)})
+    (one,) = paper_table({"one.json": _result("dip-denoise-cbm3d9", "dip", rows, task="denoise")})
+    assert (two["variant"], two["paper"], one["paper"]) == ("2 restarts", pytest.approx(31.00), pytest.approx(30.43))
+
+
 def test_table_averages_the_finished_rows_of_the_papers_cases():
     rows = [_row("im_1", 32.0), _row("im_2", 33.0), _row("im_3", 20.0, sigma=10.2),
             _row("im_4", 1.0, interrupted=True)]

@@ -141,6 +141,8 @@ PAPER_FIGURES: tuple[PaperFigure, ...] = tuple(
                          (21.28, 23.44, 22.24, 23.65, 19.25, 28.79, 22.06, 25.37, 26.27, 23.06, 23.18, 26.55,
                           18.62, 19.59)))
     + [PaperFigure("dip-denoise-cbm3d9", "dip", (), 30.43, 9, "DIP §3.1", note="1800 iterations, EMA"),
+       PaperFigure("dip-denoise-cbm3d9", "dip", (), 31.00, 9, "DIP §3.1", variant="2 restarts",
+                   note="1800 iterations, EMA, average of two runs"),
        PaperFigure("dip-denoise-cbm3d9", "bm3d", (), 31.42, 9, "DIP §3.1", note="CBM3D"),
        PaperFigure("dip-denoise-cbm3d9", "nlm", (), 30.26, 9, "DIP §3.1")]
     + _series("dip-inpaint-set12", "dip", "image", ("09", "10", "02", "08", "03", "01", "12", "11"),
@@ -192,11 +194,15 @@ PAPER_FIGURES: tuple[PaperFigure, ...] = tuple(
 
 
 def run_variant(result: dict) -> str | None:
-    """The paper row a DMSP run belongs to: 'NA+KE', 'NA' or 'NB' (DMSP Table 1); None otherwise."""
+    """The paper row a run belongs to where a paper prints several for one method: a DMSP
+    deblurring run's 'NA+KE', 'NA' or 'NB' (DMSP Table 1); a DIP run averaging k restarts,
+    'k restarts' (DIP §3.1); None otherwise."""
     settings = result.get("settings", {})
+    params = settings.get("method_params") or {}
+    if result.get("method") == "dip" and int(params.get("restarts", 1)) > 1:
+        return f"{int(params['restarts'])} restarts"
     if result.get("method") != "dmsp" or settings.get("task") != "deblur":
         return None
-    params = settings.get("method_params") or {}
     if params.get("kernel_blind"):
         return "NA+KE"
     if params.get("noise_blind") or not settings.get("noise_known", True):
