@@ -381,16 +381,19 @@ def to_tensor(pixels) -> torch.Tensor:
     return torch.tensor(array.transpose(2, 0, 1))[None]
 
 
-def to_numpy(t: torch.Tensor) -> np.ndarray:
-    """1×C×H×W or C×H×W tensor (any dtype or device) -> new float32 array H×W×C."""
-    array = t.detach().to("cpu", torch.float32).numpy()
+def to_numpy(t: torch.Tensor, dtype=np.float32) -> np.ndarray:
+    """1×C×H×W or C×H×W tensor (any dtype or device) -> new array H×W×C of ``dtype``."""
+    t = t.detach().to("cpu")
+    if t.dtype not in (torch.float32, torch.float64):  # bf16 / fp16 / integers: NumPy-readable
+        t = t.to(torch.float32)
+    array = t.numpy()
     if array.ndim == 4:
         if array.shape[0] != 1:
             raise ValueError(f"expected a batch of one image, got shape {tuple(array.shape)}")
         array = array[0]
     if array.ndim != 3:
         raise ValueError(f"expected a 1×C×H×W or C×H×W tensor, got shape {tuple(array.shape)}")
-    return array.transpose(1, 2, 0).copy()
+    return array.transpose(1, 2, 0).astype(dtype)  # a copy, never a view of the tensor
 
 
 # --------------------------------------------------------------------------- kernels, masks

@@ -48,14 +48,9 @@ def rgb_to_y(x: np.ndarray) -> np.ndarray:
 def _as_hwc(x) -> np.ndarray:
     """NumPy H×W(×C) or torch (1×)C×H×W -> float64 NumPy H×W×C."""
     if type(x).__module__.startswith("torch"):
-        x = x.detach().to("cpu").double().numpy()
-        if x.ndim == 4:
-            if x.shape[0] != 1:
-                raise ValueError(f"expected a batch of one image, got shape {x.shape}")
-            x = x[0]
-        if x.ndim != 3:
-            raise ValueError(f"expected a C×H×W or 1×C×H×W tensor, got shape {x.shape}")
-        return x.transpose(1, 2, 0)
+        from .io import to_numpy  # imported here: this module does not need torch otherwise
+
+        return to_numpy(x, np.float64)
     x = np.asarray(x, np.float64)
     if x.ndim == 2:
         x = x[:, :, None]
