@@ -436,6 +436,16 @@ def test_dip_protocol_records_where_its_stopping_rules_fired(images):
     assert replay is not None and replay["stop_iter"] <= row["stop_iter"]
 
 
+def test_deepred_rows_score_the_authors_x_minus_u_beside_the_output(images):
+    """A DeepRED row records the PSNR (protocol convention) of x − u, the image the authors'
+    SR/deblurring code returns, beside that of the network output it reports."""
+    run = run_protocol("deepred-sr-set5", images=images, limit=1, iters=20, cases={"scale": [4]},
+                       device="cpu", precision="fp32", progress=False,
+                       method_params={"net": TINY_HOURGLASS, "denoiser": "tv"})
+    row = run["results"][0]
+    assert 5 < row["psnr_x_minus_u"] < 60 and row["psnr_x_minus_u"] != row["psnr"]
+
+
 def test_seed_offset_changes_only_the_method_seed(images, tmp_path):
     """--seed-offset K: same observation, method seed + K, recorded; a checkpoint with another
     offset is refused, and one written before the setting existed counts as offset 0."""

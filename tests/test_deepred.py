@@ -59,6 +59,26 @@ def test_x_and_u_updates_are_eq11_eq12_and_the_multiplier_rule(solver):
     torch.testing.assert_close(admm16.loss(out), 16 * mu * (out - x0).square().mean())
 
 
+def test_x_minus_u_is_a_step_of_lambda_over_mu_towards_the_denoised_output():
+    """With the network output T held fixed, the rounds converge to x = T and
+    u = (λ/μ)(T − f(T)), so the x − u that the authors' SR/deblurring code returns is
+    T + (λ/μ)(f(T) − T) — recorded beside x at the end of a fit."""
+    g = torch.Generator().manual_seed(1)
+    x0, out = torch.rand(1, 3, 8, 8, generator=g), torch.rand(1, 3, 8, 8, generator=g)
+    lam, mu = 0.05, 0.06
+    admm = _ADMM(x0, CountingDenoiser(), 5 / 255, lam, mu, interval=1, solver="fixed-point", inner=1,
+                 step=1.0, pool=None)
+    for t in range(1, 400):
+        admm.start(t)
+        admm.update(t, out)
+    fT = 0.5 * out + 0.25
+    torch.testing.assert_close(admm.x, out)
+    torch.testing.assert_close(admm.u, lam / mu * (out - fT))
+    record = admm.record()
+    torch.testing.assert_close(record["x_minus_u"], out + lam / mu * (fT - out))
+    assert not torch.allclose(record["x_minus_u"], out, atol=1e-2)  # a real step, not the output
+
+
 def test_proximity_mean_divides_by_observations_or_pixels(rgb):
     x0 = rgb[..., :32, :32]
     sr4, mask = Downsample(4), Mask(((torch.arange(32 * 32).reshape(32, 32) % 4) != 0).float())

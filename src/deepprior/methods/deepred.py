@@ -210,9 +210,13 @@ class _ADMM:
             setattr(self, k, saved[k])
 
     def record(self) -> dict:
+        """The run's ADMM counters, x, and x − u: what the authors' released SR and deblurring code
+        returns instead of the network output. At a fixed point of the rounds (T and f(x) steady)
+        x = T and u = (λ/μ)(T − f(T)), so x − u = T + (λ/μ)(f(T) − T): a step of λ/μ from the
+        network output towards its denoised version."""
         return {"admm": {"denoiser_calls": self.calls, "denoiser_seconds": self.f_seconds,
                          "denoiser_wait_seconds": self.wait_seconds, "final_gap": self.gap},
-                "x": self.x}
+                "x": self.x, "x_minus_u": self.x - self.u}
 
 
 @register("deepred", DEEPRED_TASKS,
@@ -295,7 +299,8 @@ def deepred(y, operator, *, sigma=None, iters=None, callback=None, reference=Non
         ``image``: the network output (its EMA when the preset averages), as DIP. History:
         DIP's, plus ``admm_gap`` = RMS(x − T_Θ(z)), the constraint gap of eq. (4). Extras:
         DIP's run records with ``admm`` (denoiser calls, seconds spent in f, seconds waited for
-        it, final gap) and ``x`` (the ADMM image of the last fit).
+        it, final gap), ``x`` (the ADMM image of the last fit) and ``x_minus_u`` (x − u of the
+        last fit: the authors' code returns it for SR and deblurring; see ``_ADMM.record``).
     """
     task = check_task("deepred", operator, DEEPRED_TASKS)
     if not (torch.is_tensor(x_init) or x_init in ("observation", "red")):
@@ -363,9 +368,10 @@ def deepred(y, operator, *, sigma=None, iters=None, callback=None, reference=Non
     finally:
         if pool is not None:
             pool.shutdown(wait=True)
-    xs = [r.pop("x") for r in res.extras.get("runs", []) if "x" in r]
-    if xs:
-        res.extras["x"] = xs[-1].to(res.image.device)
+    for key in ("x", "x_minus_u"):  # images of the last run, out of the per-run records
+        images = [r.pop(key) for r in res.extras.get("runs", []) if key in r]
+        if images:
+            res.extras[key] = images[-1].to(res.image.device)
     res.settings = {**res.settings, "method": "deepred", "deepred_preset": pre.name,
                     "deepred_source": pre.source, "denoiser": f_name, "sigma_f": sf8,
                     "denoiser_options": denoiser_options, "sigma_f_units": "8-bit", "lam": lam, "mu": mu, "interval": interval,
