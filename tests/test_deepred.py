@@ -79,6 +79,44 @@ def test_x_minus_u_is_a_step_of_lambda_over_mu_towards_the_denoised_output():
     assert not torch.allclose(record["x_minus_u"], out, atol=1e-2)  # a real step, not the output
 
 
+def test_reg_ramp_raises_lambda_and_mu_only_while_the_fit_is_above_the_threshold():
+    """The authors' denoising-code ramp: a round whose PSNR(H T, y) exceeds the threshold adds
+    the increment to λ and μ and the step to the threshold; other rounds change nothing."""
+    g = torch.Generator().manual_seed(2)
+    y = torch.rand(1, 1, 16, 16, generator=g)
+    ramp = {"threshold": 30.0, "threshold_step": 1.0, "increment": 0.25}
+    admm = _ADMM(y.clone(), CountingDenoiser(), 3 / 255, 0.5, 0.5, interval=1, solver="fixed-point",
+                 inner=1, step=1.0, pool=None, ramp=ramp, fit=(y, Identity(), y.numel()))
+    close = y + 0.01 * torch.randn(y.shape, generator=g)   # PSNR ≈ 40 dB > 30, then > 31
+    far = y + 0.1 * torch.randn(y.shape, generator=g)      # PSNR ≈ 20 dB
+    for t, (out, lam) in enumerate([(close, 0.75), (close, 1.0), (far, 1.0)], start=1):
+        admm.start(t)
+        info = admm.update(t, out)
+        assert info["lam"] == info["mu"] == admm.lam == admm.mu == pytest.approx(lam)
+    assert admm.ramp_threshold == 32.0 and admm.ramp_fired == 2
+    assert admm.record()["admm"]["final_lam"] == pytest.approx(1.0)
+
+
+def test_reg_ramp_in_a_denoising_fit_is_recorded_and_checked_on_resume(gray, tmp_path):
+    y = noisy(gray[..., :32, :32], 25 / 255)
+    base = dict(iters=6, denoiser="tv", interval=2, net=TINY, seed=0, precision="fp32")
+    low = {"threshold": 0.0}  # fires every round
+    full = deepred(y, Identity(), reg_ramp=low, **base)
+    assert full.settings["reg_ramp"] == {"threshold": 0.0, "threshold_step": 0.01, "increment": 0.03}
+    assert full.extras["runs"][-1]["admm"]["ramp_fired"] == 6
+    assert full.extras["runs"][-1]["admm"]["final_mu"] == pytest.approx(DEEPRED_PRESETS["denoise"].mu + 6 * 0.03)
+    assert deepred(y, Identity(), **base).settings["reg_ramp"] is None  # off by default
+    path = tmp_path / "fit.pt"
+    deepred(y, Identity(), reg_ramp=low, checkpoint=path, callback=lambda t, x, info: t == 3, **base)
+    with pytest.raises(ValueError, match="DeepRED settings"):
+        deepred(y, Identity(), checkpoint=path, **base)
+    resumed = deepred(y, Identity(), reg_ramp=low, checkpoint=path, **base)
+    assert torch.equal(resumed.image, full.image)
+    assert resumed.extras["runs"][-1]["admm"]["final_lam"] == full.extras["runs"][-1]["admm"]["final_lam"]
+    with pytest.raises(ValueError, match="reg_ramp"):
+        deepred(y, Identity(), reg_ramp={"treshold": 20}, **base)
+
+
 def test_proximity_mean_divides_by_observations_or_pixels(rgb):
     x0 = rgb[..., :32, :32]
     sr4, mask = Downsample(4), Mask(((torch.arange(32 * 32).reshape(32, 32) % 4) != 0).float())

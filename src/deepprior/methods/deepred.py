@@ -40,6 +40,7 @@ References
 """
 from __future__ import annotations
 
+import math
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -55,9 +56,15 @@ from .dip import dip
 from .prior import check_task, initial_estimate
 from .red import make_denoiser, red
 
-__all__ = ["deepred", "DEEPRED_PRESETS", "DeepREDPreset", "X_SOLVERS", "PROXIMITY_MEANS", "default_denoiser"]
+__all__ = ["deepred", "DEEPRED_PRESETS", "DeepREDPreset", "X_SOLVERS", "PROXIMITY_MEANS", "REG_RAMP_AUTHORS",
+           "default_denoiser"]
 
 X_SOLVERS = ("fixed-point", "sd")
+# The authors' released denoising code (not the paper): whenever PSNR(H T, y) exceeds
+# ``threshold`` dB, λ and μ each grow by ``increment`` and the threshold by ``threshold_step``.
+# 20 dB is about the PSNR of σ = 25 noise (20.17 dB): the ramp fires once the network starts
+# fitting the noise.
+REG_RAMP_AUTHORS = {"threshold": 20.0, "threshold_step": 0.01, "increment": 0.03}
 PROXIMITY_MEANS = ("observations", "pixels")
 DEEPRED_TASKS = ("denoise", "deblur", "sr", "inpaint", "demosaic")
 
@@ -110,6 +117,22 @@ DEEPRED_PRESETS = {p.name: p for p in (
 )}
 
 
+def _resolve_reg_ramp(reg_ramp) -> dict | None:
+    """None/False: off; True or 'authors': :data:`REG_RAMP_AUTHORS`; a dict: those values
+    with any of its keys replaced."""
+    if reg_ramp is None or reg_ramp is False:
+        return None
+    if reg_ramp is True or reg_ramp == "authors":
+        return dict(REG_RAMP_AUTHORS)
+    if not isinstance(reg_ramp, dict) or not set(reg_ramp) <= set(REG_RAMP_AUTHORS):
+        raise ValueError(f"reg_ramp must be true, 'authors' or a dict with keys among "
+                         f"{sorted(REG_RAMP_AUTHORS)}, got {reg_ramp!r}")
+    ramp = {k: float(v) for k, v in {**REG_RAMP_AUTHORS, **reg_ramp}.items()}
+    if ramp["increment"] < 0 or ramp["threshold_step"] < 0:
+        raise ValueError(f"reg_ramp increment and threshold_step must be ≥ 0, got {ramp}")
+    return ramp
+
+
 def _default_preset(task: str, operator) -> str:
     if task == "sr":
         return "sr8" if (downsample_factor(operator) or 0) >= 8 else "sr4"
@@ -140,8 +163,13 @@ class _ADMM:
 
     def __init__(self, x0: torch.Tensor, f, sigma_f: float, lam: float, mu: float, interval: int,
                  solver: str, inner: int, step: float, pool: ThreadPoolExecutor | None,
-                 divisor: float | None = None, config: dict | None = None):
+                 divisor: float | None = None, config: dict | None = None,
+                 ramp: dict | None = None, fit=None):
         self.x = x0.clone()
+        # the authors' λ/μ ramp (REG_RAMP_AUTHORS); fit = (y, operator, observed entries)
+        self.ramp, self.fit = ramp, fit
+        self.ramp_threshold = None if ramp is None else ramp["threshold"]
+        self.ramp_fired = 0
         self.config = dict(config or {})  # what a checkpoint of this state must agree on
         self.divisor = float(x0.numel() if divisor is None else divisor)
         self.u = torch.zeros_like(x0)
@@ -193,20 +221,34 @@ class _ADMM:
                 self.x = self.x - self.step * (self.lam * (self.x - fx) + self.mu * (self.x - target))
         self.u = self.u - self.x + out
         self.gap = float((self.x - out).square().mean().sqrt())
-        return {"admm_gap": self.gap}
+        if self.ramp is None:
+            return {"admm_gap": self.gap}
+        y, operator, n_obs = self.fit
+        mse = float((operator.forward(out) - y).square().sum()) / n_obs
+        if mse <= 0 or 10 * math.log10(1 / mse) > self.ramp_threshold:  # the network fits y too closely
+            self.lam += self.ramp["increment"]
+            self.mu += self.ramp["increment"]
+            self.ramp_threshold += self.ramp["threshold_step"]
+            self.ramp_fired += 1
+        return {"admm_gap": self.gap, "lam": self.lam, "mu": self.mu}
 
     _STATE = ("x", "u", "fx", "calls", "f_seconds", "wait_seconds", "gap")
+    _RAMP_STATE = ("lam", "mu", "ramp_threshold", "ramp_fired")
+
+    def _state_keys(self) -> tuple[str, ...]:
+        return self._STATE + (self._RAMP_STATE if self.ramp is not None else ())
 
     def state_dict(self) -> dict:
-        """x, u, the last f(x) and the counters, between rounds (``methods/checkpoint.py``)."""
+        """x, u, the last f(x) and the counters (and the ramped λ, μ), between rounds
+        (``methods/checkpoint.py``)."""
         if self.pending is not None:
             raise RuntimeError("cannot checkpoint DeepRED while the denoiser is running")
-        return {"config": self.config, **{k: getattr(self, k) for k in self._STATE}}
+        return {"config": self.config, **{k: getattr(self, k) for k in self._state_keys()}}
 
     def load_state_dict(self, saved: dict) -> None:
         if saved["config"] != self.config:
             raise ValueError(f"the checkpoint's DeepRED settings {saved['config']} differ from {self.config}")
-        for k in self._STATE:
+        for k in self._state_keys():
             setattr(self, k, saved[k])
 
     def record(self) -> dict:
@@ -214,9 +256,11 @@ class _ADMM:
         returns instead of the network output. At a fixed point of the rounds (T and f(x) steady)
         x = T and u = (λ/μ)(T − f(T)), so x − u = T + (λ/μ)(f(T) − T): a step of λ/μ from the
         network output towards its denoised version."""
-        return {"admm": {"denoiser_calls": self.calls, "denoiser_seconds": self.f_seconds,
-                         "denoiser_wait_seconds": self.wait_seconds, "final_gap": self.gap},
-                "x": self.x, "x_minus_u": self.x - self.u}
+        admm = {"denoiser_calls": self.calls, "denoiser_seconds": self.f_seconds,
+                "denoiser_wait_seconds": self.wait_seconds, "final_gap": self.gap}
+        if self.ramp is not None:
+            admm.update(ramp_fired=self.ramp_fired, final_lam=self.lam, final_mu=self.mu)
+        return {"admm": admm, "x": self.x, "x_minus_u": self.x - self.u}
 
 
 @register("deepred", DEEPRED_TASKS,
@@ -227,7 +271,7 @@ def deepred(y, operator, *, sigma=None, iters=None, callback=None, reference=Non
             sigma_f=None, lam=None, mu=None, interval=10, x_solver="fixed-point", inner=1,
             sd_step=None, concurrent=False, x_init="observation", proximity_mean="pixels", lr=None,
             sigma_p=None, ema="preset", stop="fixed", whiten="preset", weights=None,
-            denoiser_options=None, checkpoint=None, checkpoint_every=DEFAULT_EVERY,
+            denoiser_options=None, reg_ramp=None, checkpoint=None, checkpoint_every=DEFAULT_EVERY,
             **dip_params) -> Result:
     """DeepRED restoration (Algorithm 1 of Mataev et al.) for any operator.
 
@@ -259,6 +303,11 @@ def deepred(y, operator, *, sigma=None, iters=None, callback=None, reference=Non
         Noise level given to f, in **8-bit units** (Table 1: 3 or 5).
     lam, mu : float, optional
         RED weight λ and ADMM penalty μ (Table 1).
+    reg_ramp : bool, 'authors' or dict, optional
+        The λ/μ ramp of the authors' released denoising code (not in the paper): after every round
+        in which PSNR(H T_Θ(z), y) exceeds a threshold (20 dB), λ and μ both grow by 0.03 and the
+        threshold by 0.01 — it holds the network back once it starts fitting the noise. ``True``
+        uses those values (:data:`REG_RAMP_AUTHORS`); a dict replaces some of them. Default: off.
     interval : int
         Apply f every ``interval`` rounds (paper: 10); 1 = every round.
     x_solver : {'fixed-point', 'sd'}
@@ -324,6 +373,7 @@ def deepred(y, operator, *, sigma=None, iters=None, callback=None, reference=Non
     if not 0 <= sf8 <= 255:
         raise ValueError(f"sigma_f is in 8-bit units (0–255), got {sf8:g}")
     step = 1.0 / (lam + mu) if sd_step is None else float(sd_step)
+    ramp = _resolve_reg_ramp(reg_ramp)
     compute = get_compute(device, precision)
     f, f_name = make_denoiser(pre.denoiser if denoiser is None else denoiser, compute, weights,
                               denoiser_options)
@@ -352,8 +402,10 @@ def deepred(y, operator, *, sigma=None, iters=None, callback=None, reference=Non
             config["proximity_mean"] = proximity_mean
         if denoiser_options:  # likewise only when given
             config["denoiser_options"] = dict(denoiser_options)
+        if ramp is not None:
+            config["reg_ramp"] = ramp
         state = _ADMM(x0, f, sigma_to_unit(sf8), lam, mu, interval, x_solver, inner, step, pool, divisor,
-                      config)
+                      config, ramp=ramp, fit=(y_n, op, _observed_entries(op, x0)))
         states.append(state)
         return state
 
@@ -378,5 +430,5 @@ def deepred(y, operator, *, sigma=None, iters=None, callback=None, reference=Non
                     "x_solver": x_solver, "inner": inner,
                     "sd_step": step if x_solver == "sd" else None, "concurrent": bool(concurrent),
                     "x_init": "image" if torch.is_tensor(x_init) else x_init, "x_init_seconds": red_seconds,
-                    "proximity_mean": proximity_mean}
+                    "proximity_mean": proximity_mean, "reg_ramp": ramp}
     return res
