@@ -117,6 +117,17 @@ def test_reg_ramp_in_a_denoising_fit_is_recorded_and_checked_on_resume(gray, tmp
         deepred(y, Identity(), reg_ramp={"treshold": 20}, **base)
 
 
+def test_clip_x_keeps_the_admm_image_in_range():
+    """The authors' code clips x to [0, 1] after each x-update; ``clip_x`` does the same."""
+    x0, out = torch.full((1, 1, 4, 4), 0.9), torch.full((1, 1, 4, 4), 1.6)
+    for clip, expected in ((False, 1.15), (True, 1.0)):  # eq. (11): (0.5·f(0.9) + 0.5·1.6) / 1 = 1.15
+        admm = _ADMM(x0, CountingDenoiser(), 3 / 255, 0.5, 0.5, interval=1, solver="fixed-point", inner=1,
+                     step=1.0, pool=None, clip_x=clip)
+        admm.start(1)
+        admm.update(1, out)
+        torch.testing.assert_close(admm.x, torch.full_like(x0, expected))
+
+
 def test_proximity_mean_divides_by_observations_or_pixels(rgb):
     x0 = rgb[..., :32, :32]
     sr4, mask = Downsample(4), Mask(((torch.arange(32 * 32).reshape(32, 32) % 4) != 0).float())

@@ -154,6 +154,23 @@ def test_backtracking_restores_parameters_and_optimizer_state_and_skips_the_step
     assert not all(torch.equal(p.detach(), s) for p, s in zip(res.extras["net"].parameters(), seen["params"]))
 
 
+def test_lr_decay_multiplies_the_learning_rate_every_n_iterations(gray, tmp_path):
+    """lr_decay=(γ, n), as a StepLR stepped once per iteration: steps 1..n use lr, steps
+    n+1..2n lr·γ, …; it survives a checkpointed stop, and bad values are refused."""
+    y = noisy(gray[..., :24, :24], 0.05)
+    lrs = []
+    kw = dict(iters=7, net=TINY, stop="fixed", lr=0.01, seed=0, lr_decay=(0.5, 3), backtrack=False,
+              precision="fp32")
+    full = dip(y, Identity(), step_hook=lambda t, net, opt: lrs.append(opt.param_groups[0]["lr"]), **kw)
+    assert lrs == pytest.approx([0.01] * 3 + [0.005] * 3 + [0.0025])
+    assert full.settings["lr_decay"] == [0.5, 3] and "lr_decay" not in dip(y, Identity(), iters=1, net=TINY).settings
+    path = tmp_path / "fit.pt"
+    dip(y, Identity(), checkpoint=path, checkpoint_every=0, callback=lambda t, x, info: t == 5, **kw)
+    assert torch.equal(dip(y, Identity(), checkpoint=path, **kw).image, full.image)
+    with pytest.raises(ValueError, match="lr_decay"):
+        dip(y, Identity(), iters=2, net=TINY, lr_decay=(1.5, 3))
+
+
 def test_bf16_and_fp32_agree_on_a_fixed_case(gray):
     """A fit under bf16 autocast reaches the quality of the fp32 one. The two trajectories part
     after a few steps (the PSNR of any single early iterate can differ by 1 dB either way), so

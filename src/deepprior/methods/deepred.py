@@ -164,8 +164,9 @@ class _ADMM:
     def __init__(self, x0: torch.Tensor, f, sigma_f: float, lam: float, mu: float, interval: int,
                  solver: str, inner: int, step: float, pool: ThreadPoolExecutor | None,
                  divisor: float | None = None, config: dict | None = None,
-                 ramp: dict | None = None, fit=None):
+                 ramp: dict | None = None, fit=None, clip_x: bool = False):
         self.x = x0.clone()
+        self.clip_x = clip_x
         # the authors' λ/μ ramp (REG_RAMP_AUTHORS); fit = (y, operator, observed entries)
         self.ramp, self.fit = ramp, fit
         self.ramp_threshold = None if ramp is None else ramp["threshold"]
@@ -219,6 +220,8 @@ class _ADMM:
                 self.x = (self.lam * fx + self.mu * target) / (self.lam + self.mu)
             else:  # eq. (12)
                 self.x = self.x - self.step * (self.lam * (self.x - fx) + self.mu * (self.x - target))
+            if self.clip_x:  # the authors' code keeps x in [0, 1]
+                self.x = self.x.clamp(0, 1)
         self.u = self.u - self.x + out
         self.gap = float((self.x - out).square().mean().sqrt())
         if self.ramp is None:
@@ -271,7 +274,7 @@ def deepred(y, operator, *, sigma=None, iters=None, callback=None, reference=Non
             sigma_f=None, lam=None, mu=None, interval=10, x_solver="fixed-point", inner=1,
             sd_step=None, concurrent=False, x_init="observation", proximity_mean="pixels", lr=None,
             sigma_p=None, ema="preset", stop="fixed", whiten="preset", weights=None,
-            denoiser_options=None, reg_ramp=None, checkpoint=None, checkpoint_every=DEFAULT_EVERY,
+            denoiser_options=None, reg_ramp=None, clip_x=False, checkpoint=None, checkpoint_every=DEFAULT_EVERY,
             **dip_params) -> Result:
     """DeepRED restoration (Algorithm 1 of Mataev et al.) for any operator.
 
@@ -308,6 +311,10 @@ def deepred(y, operator, *, sigma=None, iters=None, callback=None, reference=Non
         in which PSNR(H T_Θ(z), y) exceeds a threshold (20 dB), λ and μ both grow by 0.03 and the
         threshold by 0.01 — it holds the network back once it starts fitting the noise. ``True``
         uses those values (:data:`REG_RAMP_AUTHORS`); a dict replaces some of them. Default: off.
+    clip_x : bool
+        Clip x to [0, 1] after each x-update, as the authors' code does for every task (the paper
+        does not say). Default: off. (Their deblurring code also decays the learning rate,
+        ``lr_decay=(0.9, 1000)`` of :func:`~deepprior.methods.dip.dip`.)
     interval : int
         Apply f every ``interval`` rounds (paper: 10); 1 = every round.
     x_solver : {'fixed-point', 'sd'}
@@ -404,8 +411,10 @@ def deepred(y, operator, *, sigma=None, iters=None, callback=None, reference=Non
             config["denoiser_options"] = dict(denoiser_options)
         if ramp is not None:
             config["reg_ramp"] = ramp
+        if clip_x:
+            config["clip_x"] = True
         state = _ADMM(x0, f, sigma_to_unit(sf8), lam, mu, interval, x_solver, inner, step, pool, divisor,
-                      config, ramp=ramp, fit=(y_n, op, _observed_entries(op, x0)))
+                      config, ramp=ramp, fit=(y_n, op, _observed_entries(op, x0)), clip_x=bool(clip_x))
         states.append(state)
         return state
 
@@ -430,5 +439,5 @@ def deepred(y, operator, *, sigma=None, iters=None, callback=None, reference=Non
                     "x_solver": x_solver, "inner": inner,
                     "sd_step": step if x_solver == "sd" else None, "concurrent": bool(concurrent),
                     "x_init": "image" if torch.is_tensor(x_init) else x_init, "x_init_seconds": red_seconds,
-                    "proximity_mean": proximity_mean, "reg_ramp": ramp}
+                    "proximity_mean": proximity_mean, "reg_ramp": ramp, "clip_x": bool(clip_x)}
     return res

@@ -294,6 +294,7 @@ class _Config:
     backtrack_lr_factor: float
     fused: bool
     noise_gain: float  # E‖weigh(n)‖²/(Mσ²) of the data term's residual weighting
+    lr_decay: tuple[float, int] | None = None  # (γ, every): LR × γ every `every` iterations
 
 
 @dataclass
@@ -399,6 +400,10 @@ def _fit(net, z, y, operator, weigh, n_obs, cfg: _Config, compute, gen, prog: Pr
             save()  # the state after iteration t − 1
             if saver.stop_requested:
                 raise KeyboardInterrupt  # a deferred Ctrl-C / SIGTERM, now that the state is saved
+        if cfg.lr_decay is not None and t > 1 and (t - 1) % cfg.lr_decay[1] == 0:
+            loop.lr *= cfg.lr_decay[0]  # after every `every` iterations, as a StepLR stepped per iteration
+            for group in opt.param_groups:
+                group["lr"] = loop.lr
         if coupling is not None:
             coupling.start(t)
         zt = z if cfg.sigma_p <= 0 else compute.prepare_input(
@@ -509,8 +514,8 @@ def dip(y, operator, *, sigma=None, iters=None, callback=None, reference=None, s
         wmv_patience=WMV_PATIENCE, backtrack=True, backtrack_factor=BACKTRACK_FACTOR,
         backtrack_lr_factor=0.5, arch=None, net=None, input=None, guide=None, fused=None,
         step_hook: Callable | None = None, return_net=False, coupling: Callable | None = None,
-        whiten: float | None = None, checkpoint=None, checkpoint_every: float = DEFAULT_EVERY,
-        **params) -> Result:
+        whiten: float | None = None, lr_decay=None, checkpoint=None,
+        checkpoint_every: float = DEFAULT_EVERY, **params) -> Result:
     """Deep Image Prior restoration for any operator (denoise, deblur, sr, inpaint, demosaic).
 
     Parameters
@@ -557,6 +562,9 @@ def dip(y, operator, *, sigma=None, iters=None, callback=None, reference=None, s
         instead of at a rate ∝ |H|², so a deblurring fit needs several times fewer iterations
         (measured in benchmarks/README.md). The discrepancy threshold follows the whitened
         noise level. None: the paper's data term.
+    lr_decay : (float, int), optional
+        (γ, n): multiply the learning rate by γ after every n iterations — the authors' DeepRED
+        deblurring code decays it so, (0.9, 1000), though the paper does not say. Default: none.
     wmv_window, wmv_patience : int
         ES-WMV window W and patience P (Wang et al.'s code: 100, 1000).
     backtrack : bool
@@ -691,11 +699,16 @@ def dip(y, operator, *, sigma=None, iters=None, callback=None, reference=None, s
     if n_obs == 0:
         raise ValueError("the operator observes no entry of y")
     weigh, noise_gain = _residual_weighting(operator, y.shape, observed, whiten)
+    if lr_decay is not None:
+        if not (isinstance(lr_decay, (list, tuple)) and len(lr_decay) == 2 and 0 < float(lr_decay[0]) <= 1
+                and int(lr_decay[1]) >= 1):
+            raise ValueError(f"lr_decay must be (gamma in (0, 1], every ≥ 1), got {lr_decay!r}")
+        lr_decay = (float(lr_decay[0]), int(lr_decay[1]))
     cfg = _Config(iters=budget, lr=lr, sigma_p=sigma_p, ema=ema, stop=rule, sigma=sigma, tau=float(tau),
                   wmv_window=int(wmv_window), wmv_patience=int(wmv_patience), backtrack=bool(backtrack),
                   backtrack_factor=float(backtrack_factor),
                   backtrack_lr_factor=float(backtrack_lr_factor), fused=bool(fused),
-                  noise_gain=noise_gain)
+                  noise_gain=noise_gain, lr_decay=lr_decay)
 
     canvas = padded_size(h, w, spec.multiple)  # z lives on the padded canvas; outputs are cropped
     guide_t = None
@@ -722,6 +735,8 @@ def dip(y, operator, *, sigma=None, iters=None, callback=None, reference=None, s
                 "loss": "mean squared residual over observed entries of y" if whiten is None else
                         "mean squared whitened residual (HH^T + eps I)^(-1/2) (Hx - y)",
                 "seed": seed, **compute.to_dict()}
+    if lr_decay is not None:  # only when given: checkpoints written before the option still resume
+        settings["lr_decay"] = list(lr_decay)
     saver = None
     if checkpoint is not None:
         signature = {"settings": settings, "observation": tensor_digest(y), "x_shape": list(x_shape),
