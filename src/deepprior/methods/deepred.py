@@ -401,7 +401,8 @@ def deepred(y, operator, *, sigma=None, iters=None, callback=None, reference=Non
         else:  # Algorithm 1: x₀ = y (its x-space version for H ≠ I)
             x0 = initial_estimate(op, y_n)
         divisor = _proximity_divisor(op, x0, proximity_mean)
-        subsampled = _observed_entries(op, x0) != x0.numel()
+        observed = _observed_entries(op, x0)
+        subsampled = observed != x0.numel()
         config = {"denoiser": f_name, "sigma_f": sf8, "lam": lam, "mu": mu, "interval": interval,
                   "x_solver": x_solver, "inner": inner, "sd_step": step,
                   "x_init": "image" if torch.is_tensor(x_init) else x_init}
@@ -414,7 +415,7 @@ def deepred(y, operator, *, sigma=None, iters=None, callback=None, reference=Non
         if clip_x:
             config["clip_x"] = True
         state = _ADMM(x0, f, sigma_to_unit(sf8), lam, mu, interval, x_solver, inner, step, pool, divisor,
-                      config, ramp=ramp, fit=(y_n, op, _observed_entries(op, x0)), clip_x=bool(clip_x))
+                      config, ramp=ramp, fit=(y_n, op, observed), clip_x=bool(clip_x))
         states.append(state)
         return state
 
