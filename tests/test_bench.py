@@ -444,6 +444,18 @@ def test_deepred_rows_score_the_authors_x_minus_u_beside_the_output(images):
                        method_params={"net": TINY_HOURGLASS, "denoiser": "tv"})
     row = run["results"][0]
     assert 5 < row["psnr_x_minus_u"] < 60 and row["psnr_x_minus_u"] != row["psnr"]
+    assert "ramp_fired" not in row  # the SR presets do not ramp λ and μ
+
+
+def test_deepred_denoising_rows_record_the_ramp(images):
+    """The 'denoise' preset ramps λ and μ (the authors' code): the row says how often and where
+    they ended; with a threshold of 0 dB every round fires."""
+    run = run_protocol("deepred-denoise-cbm3d9", images=images, limit=1, iters=4, device="cpu",
+                       precision="fp32", progress=False,
+                       method_params={"net": TINY_HOURGLASS, "denoiser": "tv", "reg_ramp": {"threshold": 0}})
+    row = run["results"][0]
+    assert row["ramp_fired"] == 4
+    assert row["final_lam"] == pytest.approx(0.5 + 4 * 0.03) and row["final_mu"] == pytest.approx(0.5 + 4 * 0.03)
 
 
 def test_seed_offset_changes_only_the_method_seed(images, tmp_path):

@@ -1,6 +1,8 @@
 """DeepRED (DIP + RED by ADMM): the x- and u-updates of Algorithm 1, the denoiser interval, the
 concurrent mode against the serial one, the shrinking constraint gap, every task, clear errors —
 on 32²–48² images with tiny networks (1 thread)."""
+import math
+
 import pytest
 import torch
 
@@ -105,7 +107,7 @@ def test_reg_ramp_in_a_denoising_fit_is_recorded_and_checked_on_resume(gray, tmp
     assert full.settings["reg_ramp"] == {"threshold": 0.0, "threshold_step": 0.01, "increment": 0.03}
     assert full.extras["runs"][-1]["admm"]["ramp_fired"] == 6
     assert full.extras["runs"][-1]["admm"]["final_mu"] == pytest.approx(DEEPRED_PRESETS["denoise"].mu + 6 * 0.03)
-    assert deepred(y, Identity(), **base).settings["reg_ramp"] is None  # off by default
+    assert deepred(y, Identity(), reg_ramp=False, **base).settings["reg_ramp"] is None
     path = tmp_path / "fit.pt"
     deepred(y, Identity(), reg_ramp=low, checkpoint=path, callback=lambda t, x, info: t == 3, **base)
     with pytest.raises(ValueError, match="DeepRED settings"):
@@ -115,6 +117,28 @@ def test_reg_ramp_in_a_denoising_fit_is_recorded_and_checked_on_resume(gray, tmp
     assert resumed.extras["runs"][-1]["admm"]["final_lam"] == full.extras["runs"][-1]["admm"]["final_lam"]
     with pytest.raises(ValueError, match="reg_ramp"):
         deepred(y, Identity(), reg_ramp={"treshold": 20}, **base)
+
+
+def test_reg_ramp_threshold_follows_the_noise_level_and_is_on_by_default_only_for_denoising(gray):
+    """True: the authors' 20 dB at σ = 25, moved with the noise's PSNR (−6.02 dB when σ doubles;
+    σ estimated from y when not given); 'authors': 20 dB whatever σ; the 'denoise' preset ramps
+    by default, the others do not."""
+    clean = gray[..., :32, :32]
+    base = dict(iters=1, denoiser="tv", net=TINY, seed=0, precision="fp32")
+    y25, y50 = noisy(clean, 25 / 255), noisy(clean, 50 / 255)
+
+    def threshold(y, op=Identity(), **kw):
+        ramp = deepred(y, op, **base, **kw).settings["reg_ramp"]
+        return None if ramp is None else ramp["threshold"]
+
+    assert threshold(y25, sigma=25 / 255) == 20.0  # the preset's default, exactly the authors'
+    assert threshold(y50, sigma=50 / 255) == pytest.approx(20 - 20 * math.log10(2))
+    assert threshold(y50, sigma=50 / 255, reg_ramp="authors") == 20.0
+    assert threshold(y50, sigma=50 / 255, reg_ramp={"threshold": 15}) == 15.0
+    assert threshold(y50) == pytest.approx(20 - 20 * math.log10(2), abs=1.0)  # σ estimated from y
+    assert threshold(y25, sigma=25 / 255, reg_ramp=False) is None
+    blur = Blur(torch.ones(3, 3) / 9, boundary="circular")
+    assert threshold(blur.forward(clean), blur, sigma=0.01) is None  # deblurring: off unless asked
 
 
 def test_clip_x_keeps_the_admm_image_in_range():

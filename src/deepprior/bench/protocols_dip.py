@@ -42,7 +42,8 @@ def fit_metrics(protocol, case, prep, estimate, result, context) -> dict:
     ES-WMV fired, and — from the per-iteration PSNR of the returned estimate (float, all
     channels, no crop: the method's own history, not the protocol's convention) — the best
     PSNR along the run, its iteration and seconds, and the PSNR where each rule fired.
-    DeepRED adds its denoiser calls, seconds in the denoiser, the final ADMM gap and
+    DeepRED adds its denoiser calls, seconds in the denoiser, the final ADMM gap, with the λ/μ
+    ramp how often it fired and the final λ, μ, and
     ``psnr_x_minus_u``: this protocol's PSNR of x − u, the image the authors' SR/deblurring code returns.
     ``wmv_series``: every :data:`WMV_SERIES_EVERY` iterations, ES-WMV's windowed variance and
     the PSNR of the estimate — enough to replay the rule offline with another patience
@@ -69,6 +70,7 @@ def fit_metrics(protocol, case, prep, estimate, result, context) -> dict:
     if admm:
         out.update(denoiser_calls=admm["denoiser_calls"], denoiser_seconds=admm["denoiser_seconds"],
                    admm_final_gap=admm["final_gap"])
+        out.update({k: admm[k] for k in ("ramp_fired", "final_lam", "final_mu") if k in admm})
     x_minus_u = result.extras.get("x_minus_u")
     if x_minus_u is not None:  # DeepRED: what the authors' SR/deblurring code returns, in this protocol's PSNR
         out["psnr_x_minus_u"] = psnr(x_minus_u.detach().to("cpu", torch.float32).clamp(0, 1), prep.x,
