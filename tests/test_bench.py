@@ -454,6 +454,7 @@ def test_deepred_denoising_rows_record_the_ramp(images):
                        precision="fp32", progress=False,
                        method_params={"net": TINY_HOURGLASS, "denoiser": "tv", "reg_ramp": {"threshold": 0}})
     row = run["results"][0]
+    assert row["stop_reason"] == "budget" and row["iters"] == 4  # Table 1's fixed schedule, not the preset's stop
     assert row["ramp_fired"] == 4
     assert row["final_lam"] == pytest.approx(0.5 + 4 * 0.03) and row["final_mu"] == pytest.approx(0.5 + 4 * 0.03)
 

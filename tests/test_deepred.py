@@ -141,6 +141,19 @@ def test_reg_ramp_threshold_follows_the_noise_level_and_is_on_by_default_only_fo
     assert threshold(blur.forward(clean), blur, sigma=0.01) is None  # deblurring: off unless asked
 
 
+def test_denoising_stops_automatically_by_default_the_other_presets_run_their_budget(gray):
+    """The 'denoise' preset's stop is DIP's 'auto' — the discrepancy rule with σ, ES-WMV
+    without; an explicit rule wins; the other presets run their iterations."""
+    clean = gray[..., :32, :32]
+    y = noisy(clean, 25 / 255)
+    kw = dict(iters=3, denoiser="tv", net=TINY, seed=0, precision="fp32")
+    assert deepred(y, Identity(), sigma=25 / 255, **kw).settings["stop"] == "discrepancy"
+    assert deepred(y, Identity(), **kw).settings["stop"] == "wmv"
+    assert deepred(y, Identity(), sigma=25 / 255, stop="fixed", **kw).settings["stop"] == "fixed"
+    blur = Blur(torch.ones(3, 3) / 9, boundary="circular")
+    assert deepred(blur.forward(clean), blur, sigma=0.01, **kw).settings["stop"] == "fixed"
+
+
 def test_clip_x_keeps_the_admm_image_in_range():
     """The authors' code clips x to [0, 1] after each x-update; ``clip_x`` does the same."""
     x0, out = torch.full((1, 1, 4, 4), 0.9), torch.full((1, 1, 4, 4), 1.6)

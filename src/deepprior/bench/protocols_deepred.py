@@ -23,13 +23,15 @@ _TRACE = dict(trace_iters=TRACE_ITERS, extra_metrics=fit_metrics)
 
 register_protocol(Protocol(
     name="deepred-denoise-cbm3d9", task="denoise", dataset="cbm3d9", color="rgb", sigmas=(25.0,),
-    method="deepred", **_TRACE,
+    method="deepred", method_params={"stop": "fixed"}, **_TRACE,
     description="""CBM3D 9-image colour denoising σ = 25 with DeepRED (§4.1: 31.24 dB).
 §4.1: DeepRED 31.24, DIP 30.53 (their run, EMA + two-run average), RED 29.3, NLM 29.13 dB.
 Preset 'denoise' (Table 1): σ_noise 0.033, LR 0.008, NLM σ_f = 3, λ = 0.5, μ = 0.5, 6000
 iterations, the denoiser every 10 (J = 1, fixed point); DIP's denoising network and EMA; λ and μ
 ramped as in the authors' released code (+0.03 whenever PSNR(T, y) > 20 dB, +0.01 dB per
-firing; `--param reg_ramp=false`: the paper's fixed λ, μ, which overfit the noise).
+firing; `--param reg_ramp=false`: the paper's fixed λ, μ, which overfit the noise). The
+protocol runs Table 1's 6000 iterations (`stop: fixed`); the preset alone stops by the
+discrepancy rule when σ is given (`--param stop=auto` here; the row records where it fires).
 Degradation and PSNR exactly as dip-denoise-cbm3d9: AWGN added in float, unclipped; PSNR on RGB,
 float, no crop, estimate clipped to [0, 1] (§4: "denoising results are evaluated with all
 three channels").""",
