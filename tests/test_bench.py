@@ -219,6 +219,16 @@ def test_sr_protocol_applies_its_convention(images):
     assert row["psnr"] != pytest.approx(psnr(est, prep.x))
 
 
+def test_progress_says_how_the_protocol_scores_when_it_is_not_the_plain_psnr(images, capsys):
+    run_protocol("classic-sr-set5", images=images, limit=1, cases={"scale": 3}, device="cpu")
+    notes = [ln for ln in capsys.readouterr().out.splitlines() if "progress lines" in ln]
+    assert notes == ["a_camera ×3: progress lines give the plain PSNR (all channels, whole image); the "
+                     "protocol's (Y channel, 3-pixel border cropped, output rounded to 8 bits) comes when "
+                     "the case ends"]
+    run_protocol("classic-denoise-set12", images=images, limit=1, iters=2, cases={"sigma": 15}, device="cpu")
+    assert "progress lines" not in capsys.readouterr().out  # plain PSNR: nothing to say
+
+
 def test_demosaic_skips_gray_and_inpaint_runs(images):
     dm = run_protocol("classic-demosaic-set14", images=images, progress=False, device="cpu")
     assert dm["settings"]["image_names"] == ["b_astronaut"] and dm["summary"]["n"] == 1

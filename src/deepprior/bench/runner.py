@@ -292,6 +292,19 @@ def _load_images(protocol: Protocol, folder: Path, limit: int | None,
     return images
 
 
+def scoring_text(convention: dict) -> str:
+    """How a protocol's PSNR differs from the plain one, in words (``convention``: crop, y_channel,
+    quantize as passed to :func:`deepprior.metrics.psnr`)."""
+    parts = []
+    if convention.get("y_channel"):
+        parts.append("Y channel")
+    if convention.get("crop"):
+        parts.append(f"{convention['crop']}-pixel border cropped")
+    if convention.get("quantize"):
+        parts.append("output rounded to 8 bits")
+    return ", ".join(parts) or "plain"
+
+
 def _observation_for_display(prep: PreparedCase, task: str) -> torch.Tensor:
     """The observation drawn in image space (same size and channels as ``x``)."""
     x, y = prep.x, prep.y
@@ -457,6 +470,10 @@ def run_protocol(name: str, method: str | None = None, data_root=None, images=No
                 kernel = kernels.get(case.kernel) if case.kernel else None
                 convention = dict(crop=protocol.crop_for(case, kernel), y_channel=protocol.y_channel,
                                   quantize=protocol.quantize)
+                if progress and any(convention.values()):
+                    print(f"{image} {case.label()}: progress lines give the plain PSNR (all channels, "
+                          f"whole image); the protocol's ({scoring_text(convention)}) comes when the "
+                          f"case ends", flush=True)
                 snapshots: dict[int, tuple] = {}
                 run_kw, keep = {}, None
                 if checkpoint is not None and "checkpoint" in inspect.signature(info.run).parameters:

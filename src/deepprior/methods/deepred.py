@@ -333,7 +333,8 @@ def deepred(y, operator, *, sigma=None, iters=None, callback=None, reference=Non
         on for 'denoise' (CBM3D House: see DEEPRED_PRESETS), off for the rest.
     clip_x : bool
         Clip x to [0, 1] after each x-update, as the authors' code does for every task (the paper
-        does not say). Default: off. (Their deblurring code also decays the learning rate,
+        does not say). Default: off — on Set14 face ×4 SR it changed the PSNR by −0.004 dB
+        (benchmarks/README.md). (Their deblurring code also decays the learning rate,
         ``lr_decay=(0.9, 1000)`` of :func:`~deepprior.methods.dip.dip`.)
     interval : int
         Apply f every ``interval`` rounds (paper: 10); 1 = every round.
