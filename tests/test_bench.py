@@ -223,8 +223,8 @@ def test_progress_says_how_the_protocol_scores_when_it_is_not_the_plain_psnr(ima
     run_protocol("classic-sr-set5", images=images, limit=1, cases={"scale": 3}, device="cpu")
     notes = [ln for ln in capsys.readouterr().out.splitlines() if "progress lines" in ln]
     assert notes == ["a_camera ×3: progress lines give the plain PSNR (all channels, whole image); the "
-                     "protocol's (Y channel, 3-pixel border cropped, output rounded to 8 bits) comes when "
-                     "the case ends"]
+                     "protocol's PSNR (Y channel, 3-pixel border cropped, output rounded to 8 bits) is "
+                     "printed when the case ends"]
     run_protocol("classic-denoise-set12", images=images, limit=1, iters=2, cases={"sigma": 15}, device="cpu")
     assert "progress lines" not in capsys.readouterr().out  # plain PSNR: nothing to say
 

@@ -292,7 +292,7 @@ def _load_images(protocol: Protocol, folder: Path, limit: int | None,
     return images
 
 
-def scoring_text(convention: dict) -> str:
+def _scoring_text(convention: dict) -> str:
     """How a protocol's PSNR differs from the plain one, in words (``convention``: crop, y_channel,
     quantize as passed to :func:`deepprior.metrics.psnr`)."""
     parts = []
@@ -472,8 +472,8 @@ def run_protocol(name: str, method: str | None = None, data_root=None, images=No
                                   quantize=protocol.quantize)
                 if progress and any(convention.values()):
                     print(f"{image} {case.label()}: progress lines give the plain PSNR (all channels, "
-                          f"whole image); the protocol's ({scoring_text(convention)}) comes when the "
-                          f"case ends", flush=True)
+                          f"whole image); the protocol's PSNR ({_scoring_text(convention)}) is printed "
+                          f"when the case ends", flush=True)
                 snapshots: dict[int, tuple] = {}
                 run_kw, keep = {}, None
                 if checkpoint is not None and "checkpoint" in inspect.signature(info.run).parameters:
