@@ -104,9 +104,9 @@ class REDPreset:
 #   was still rising on every Set5 case (deepred-sr-set5_red-bm3dlc.json: +0.05 to +0.22 dB from
 #   50 to 100); on butterfly 300 iterations add 0.39 dB at ×4 and 0.15 at ×8
 #   (deepred-sr-set5_red-bm3dlc-300it_butterfly.json: 23.56 → 23.95, 18.58 → 18.73), hence 300
-#   with BM3D: Set5 ×4 30.21 dB against the paper's 30.23, ×8 0.15 below it on 4 of 5 images
-#   (deepred-sr-set5_red-bm3dlc-300it.json). Our DAE instead peaks by 50–100 iterations and then declines slowly
-#   (deepred-sr-set5_red-dae-300it.json), so other denoisers keep 100.
+#   with BM3D: Set5 ×4 / ×8 30.21 / 25.42 dB against the paper's 30.23 / 25.56
+#   (deepred-sr-set5_red-bm3dlc-300it.json). Our DAE instead peaks by 50–100 iterations and
+#   then declines slowly (deepred-sr-set5_red-dae-300it.json), so other denoisers keep 100.
 RED_PRESETS = {
     "denoise": REDPreset("nlm", None, 32 / 25 ** 2, 1, "ours: sweep on three 128² crops, σ = 25 (see source)",
                          sigma_f_factor=0.75),
